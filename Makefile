@@ -1,0 +1,51 @@
+# make test  - install what the suite needs (virtualenv, munge), then run it
+# make demo  - build a throwaway sandbox and run cq-emerge for two groups against it
+# make bench - the benchmarks in bench/ (figures and ratios, not pass/fail)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench sysdeps venv proto clean
+
+# System packages: munge for MUNGE, openssh-server for the SSH tests.
+sysdeps:
+	@missing=""; \
+	command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python-venv"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo ">>> installing system packages:$$missing"; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		pkgs=$$(echo "$$missing" | sed -e 's/openssh/openssh-server/' -e 's/python-venv/python3-venv/'); \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
+	elif command -v emerge >/dev/null 2>&1; then \
+		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//'); \
+		emerge --noreplace --quiet $$pkgs; \
+	else echo "no apt-get or emerge: install$$missing by hand" >&2; exit 1; fi
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: sysdeps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: sysdeps venv
+	$(PY) -m cq_portage.demo
+
+bench: sysdeps venv
+	@for b in bench/*.py; do echo ">>> $$b"; $(PY) $$b || exit 1; done
+
+# Regenerate the protobuf module; the runtime pin in setup.py must match this protoc.
+proto: venv
+	$(PY) -m pip install -q 'grpcio-tools==1.85.1'
+	cd cq_portage/cq && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. cq.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

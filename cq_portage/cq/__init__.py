@@ -1,0 +1,1 @@
+"""The command queue: server, client and wire protocol. Knows nothing about Portage."""

@@ -1,0 +1,1 @@
+"""The Portage side: profiles, plans, build jobs, install scripts, cq-emerge."""

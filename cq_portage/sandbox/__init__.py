@@ -1,0 +1,1 @@
+"""Throwaway real parts for tests, benchmarks and the demo: munged, cq-server, Portage prefixes."""
