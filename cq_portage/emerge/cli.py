@@ -1,0 +1,91 @@
+"""cq-emerge: plan a group's updates like `emerge -uDN`, build what is missing on the build
+host, install from binary packages. Parse, validate into domain objects, dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, ConfigError, config_path,
+                                        load_config)
+from cq_portage.emerge.pretend import Output, run_pretend
+
+EXIT_USAGE = 2
+log = logging.getLogger("cq-emerge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cq-emerge",
+        description="Work out what `emerge --update --deep --newuse` would merge for each "
+        "group, which of it already has a binary package with the group's USE, and which "
+        "build jobs the build host must run.")
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"group profiles (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
+    which = parser.add_argument_group("groups")
+    which.add_argument("--group", "-g", action="append", default=[], metavar="NAME",
+                       help="plan for this group; repeat for several")
+    which.add_argument("--all-groups", action="store_true",
+                       help="plan for every group of the config file")
+    parser.add_argument("--pretend", "-p", action="store_true",
+                        help="show the plans and build jobs; submit nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (plans, jobs) instead of emerge-like lines")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show replaced versions, slots, dedupe keys and Portage's messages")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="only the package and job lines")
+    parser.add_argument("--color", choices=("y", "n"),
+                        help="colour output (default: only on a terminal, and not if NOCOLOR)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and EXIT_USAGE
+    if not args.group and not args.all_groups:
+        parser.print_usage(sys.stderr)
+        print("cq-emerge: error: name a group with --group NAME, or use --all-groups",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.group and args.all_groups:
+        print("cq-emerge: error: --group and --all-groups exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    if args.verbose and args.quiet:
+        print("cq-emerge: error: --verbose and --quiet exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="cq-emerge: %(message)s",
+                        stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("cq_portage").setLevel(logging.DEBUG)
+    try:
+        config = load_config(config_path(args.config))
+        groups = config.select(args.group, args.all_groups)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"cq-emerge: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.pretend:
+        print("cq-emerge: submitting build jobs to the cq server is not implemented yet; "
+              "use --pretend", file=sys.stderr)
+        return EXIT_USAGE
+    output = Output(json=args.json, verbose=args.verbose, quiet=args.quiet,
+                    colour=_colour(args.color))
+    return run_pretend(groups, output)
+
+
+def _colour(choice: str | None) -> bool:
+    if choice is not None:
+        return choice == "y"
+    no_colour = os.environ.get("NOCOLOR", "").lower() in ("1", "true", "yes")
+    return sys.stdout.isatty() and not no_colour
+
+
+if __name__ == "__main__":
+    sys.exit(main())

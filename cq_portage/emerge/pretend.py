@@ -1,0 +1,60 @@
+"""cq-emerge --pretend: plan each group, print the plans and the deduplicated build jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from cq_portage.emerge.display import Palette, jobs_text, plan_text
+from cq_portage.emerge.jobs import build_jobs
+from cq_portage.emerge.profiles import GroupProfile
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+@dataclass(frozen=True)
+class Output:
+    json: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    colour: bool = False
+
+
+def plan_to_json(plan) -> dict:
+    return {"group": plan.group.name,
+            "packages": [{"cpv": e.cpv, "repo": e.repo, "slot": e.slot, "use": list(e.use),
+                          "action": e.action, "operation": e.operation,
+                          "replaces": e.replaces} for e in plan.entries],
+            "uninstalls": list(plan.uninstalls)}
+
+
+def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys.stdout,
+                stderr: TextIO = sys.stderr) -> int:
+    # Imported here: importing Portage must wait until the command line has been checked.
+    from cq_portage.emerge.plan import Planner, PlanError
+
+    planner = Planner()
+    plans, errors = [], []
+    for group in groups:
+        try:
+            plans.append(planner.plan(group))
+        except PlanError as error:
+            errors.append(error)
+    jobs = build_jobs(plans)
+    if output.json:
+        document = {"plans": [plan_to_json(p) for p in plans],
+                    "jobs": [job.to_json() for job in jobs]}
+        if errors:
+            document["errors"] = [{"group": e.group, "report": e.report} for e in errors]
+        json.dump(document, stdout, indent=2)
+        stdout.write("\n")
+    else:
+        palette = Palette(output.colour)
+        for plan in plans:
+            stdout.write(plan_text(plan, palette, output.verbose, output.quiet) + "\n")
+        stdout.write(jobs_text(jobs, palette, output.verbose, output.quiet) + "\n")
+    for error in errors:
+        stderr.write(f"\n!!! cq-emerge: cannot plan group {error.group!r}:\n{error.report}\n")
+    return EXIT_FAILURE if errors else EXIT_OK
