@@ -25,7 +25,8 @@ class Output:
 def plan_to_json(plan) -> dict:
     return {"group": plan.group.name,
             "packages": [{"cpv": e.cpv, "repo": e.repo, "slot": e.slot, "use": list(e.use),
-                          "action": e.action, "operation": e.operation,
+                          "action": e.action, "build_id": e.binary_build_id,
+                          "operation": e.operation,
                           "replaces": e.replaces} for e in plan.entries],
             "uninstalls": list(plan.uninstalls)}
 
