@@ -1,0 +1,154 @@
+"""Build jobs (dedupe, order) and the install script, run for real: plan -> jobs run by real
+emerge on the build prefix -> the plan turns binary -> the install script installs exactly
+the instances with the planned USE into a client prefix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from emerge_helpers import cq_plans, write_config
+
+from cq_portage.emerge.jobs import build_jobs, dedupe_key
+from cq_portage.emerge.plan import BUILD, Plan, PlanEntry
+from cq_portage.emerge.profiles import GroupProfile
+
+
+def test_identical_work_of_several_groups_is_one_job(world, tmp_path):
+    target = {"packages": ["app-misc/pkguse"]}
+    config = write_config(tmp_path, {
+        "a": {"use": "ssl X", **target},          # X is not in IUSE: same build as b
+        "b": {"use": "ssl", **target},
+        "c": {"use": "-ssl", **target},
+        "d": {"use": "ssl", "env": {"CFLAGS": "-O3"}, **target},  # same USE, other CFLAGS
+        "e": {"use": "ssl", "env": {"CPU_FLAGS_X86": "aes"}, **target},  # not a USE_EXPAND here
+    })
+    result = cq_plans(world.client, config, "a", "b", "c", "d", "e")
+    jobs = result["jobs"]
+    assert [job["groups"] for job in jobs] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [job["use"] for job in jobs[:2]] == [["ssl"], []]
+    assert all(job["argv"][-1] == "=app-misc/pkguse-1.0::cqtest" for job in jobs)
+    assert len({job["key"] for job in jobs}) == 4
+    assert jobs[2]["env"] == {"USE": "ssl", "CFLAGS": "-O3"}
+
+
+def test_dedupe_key_is_stable_and_ignores_use_expand_variables():
+    entry = PlanEntry(cpv="a/b-1", repo="r", slot="0", use=("x", "abi_x86_32"),
+                      iuse=("x", "abi_x86_32"), action=BUILD, operation="new")
+    argv = ("emerge", "=a/b-1::r")
+    one = dedupe_key(entry, {"USE": "x", "ABI_X86": "32", "CFLAGS": "-O2"}, argv, ("abi_x86",))
+    two = dedupe_key(entry, {"CFLAGS": "-O2", "USE": "x -y"}, argv, ("abi_x86",))
+    assert one == two == "a/b-1::r USE=abi_x86_32,x CFLAGS=-O2 CMD=emerge =a/b-1::r"
+
+
+def _plan(group: str, *cpvs: str) -> Plan:
+    return Plan(group=GroupProfile(group), entries=tuple(
+        PlanEntry(cpv=c, repo="r", slot="0", use=(), iuse=(), action=BUILD, operation="new")
+        for c in cpvs))
+
+
+def test_job_order_keeps_every_plans_order():
+    jobs = build_jobs([_plan("a", "x/lib-1", "x/app-1"),
+                       _plan("b", "x/base-1", "x/lib-1", "x/tool-1")])
+    order = [job.cpv for job in jobs]
+    assert order.index("x/base-1") < order.index("x/lib-1") < order.index("x/app-1")
+    assert order.index("x/lib-1") < order.index("x/tool-1")
+    assert [job.groups for job in jobs if job.cpv == "x/lib-1"] == [("a", "b")]
+
+
+def test_job_order_survives_plans_that_disagree():
+    jobs = build_jobs([_plan("a", "x/one-1", "x/two-1"), _plan("b", "x/two-1", "x/one-1")])
+    assert [job.cpv for job in jobs] == ["x/one-1", "x/two-1"]
+
+
+def _in_prefix(prefix, code: str) -> str:
+    """Run Python with cq_portage in a prefix's environment (Portage is imported there)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=prefix.env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _install_script(prefix, config) -> str:
+    return _in_prefix(prefix, f"""
+        from cq_portage.emerge.install import install_script
+        from cq_portage.emerge.plan import Planner
+        from cq_portage.emerge.profiles import load_config
+        from pathlib import Path
+        group = load_config(Path({str(config)!r})).groups["g"]
+        print(install_script(Planner().plan(group)), end="")
+    """)
+
+
+def test_jobs_built_for_real_then_install_script_installs_planned_use(world, tmp_path):
+    client = world.sandbox.add_prefix("e2e-client")
+    group = {"use": "ssl", "abi_x86": "64 32", "package_use": ["app-misc/e2e -http2"],
+             "packages": ["app-misc/e2e"]}
+    config = write_config(tmp_path, {"g": group})
+
+    before = cq_plans(client, config, "g")
+    planned = {p["cpv"]: p for p in before["plans"][0]["packages"]}
+    assert set(planned) == {"app-misc/e2e-1.0", "dev-libs/e2edep-1.0"}
+    assert [p["action"] for p in planned.values()] == ["build", "build"]
+    assert planned["app-misc/e2e-1.0"]["use"] == ["abi_x86_32", "abi_x86_64", "ssl"]
+    for job in before["jobs"]:  # the build host runs them as cq-server would
+        done = subprocess.run(job["argv"], env=world.build.env(**job["env"]), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    after = cq_plans(client, config, "g")
+    assert [p["action"] for p in after["plans"][0]["packages"]] == ["binary", "binary"]
+    assert after["jobs"] == []
+
+    script = _install_script(client, config)
+    assert "--binpkg-respect-use=y" in script and "set -eu" in script
+    done = subprocess.run(["sh", "-c", script], env=client.env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = client.installed()
+    for entry in after["plans"][0]["packages"]:
+        assert installed[entry["cpv"]].use == frozenset(entry["use"])
+        assert installed[entry["cpv"]].build_id == str(entry["build_id"])
+    assert cq_plans(client, config, "g")["plans"][0]["packages"] == []
+
+
+def test_install_script_picks_the_instance_of_its_group(world, tmp_path):
+    """Two instances of twoinst-1.0 in PKGDIR: each group's script installs its own."""
+    for name, group in {"gui": {"use": "gui"},
+                        "nogui": {"use": "-gui", "abi_x86": "64 32"}}.items():
+        client = world.sandbox.add_prefix(f"inst-{name}")
+        config = write_config(tmp_path, {"g": {**group, "packages": ["app-misc/twoinst"]}},
+                              name=f"{name}.yaml")
+        plan = cq_plans(client, config, "g")["plans"][0]["packages"]
+        assert [p["action"] for p in plan] == ["binary"]
+        done = subprocess.run(["sh", "-c", _install_script(client, config)], env=client.env(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        installed = client.installed()["app-misc/twoinst-1.0"]
+        assert installed.use == frozenset(plan[0]["use"])
+        assert installed.build_id == str(plan[0]["build_id"])
+
+
+def test_install_script_fails_when_no_instance_matches(world, tmp_path):
+    client = world.sandbox.add_prefix("inst-missing")
+    config = write_config(tmp_path, {"g": {"use": "X", "packages": ["app-misc/binmatch"]}})
+    plan = cq_plans(client, config, "g")["plans"][0]["packages"]
+    assert [p["action"] for p in plan] == ["build"]
+    done = subprocess.run(["sh", "-c", _install_script(client, config)], env=client.env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "app-misc/binmatch-1.0" not in client.installed()
+    # The real --usepkgonly refused the other group's instance for the reason we expect.
+    assert "use flag configuration mismatch" in done.stdout + done.stderr
+
+
+def test_install_script_quotes_safely():
+    entry = PlanEntry(cpv="a/b-1", repo="r", slot="0", use=(), iuse=(), action=BUILD,
+                      operation="new")
+    plan = Plan(group=GroupProfile("g", env={"CFLAGS": "-O2 '$(rm -rf /)'"}), entries=(entry,))
+    from cq_portage.emerge.install import install_script
+    script = install_script(plan)
+    done = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "CFLAGS='-O2 '\"'\"'$(rm -rf /)'\"'\"''" in script
