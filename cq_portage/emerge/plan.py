@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import portage
 import portage.output
+from _emerge.actions import display_missing_pkg_set
 from _emerge.create_depgraph_params import create_depgraph_params
 from _emerge.depgraph import backtrack_depgraph
 from _emerge.main import parse_opts
@@ -140,8 +141,8 @@ class Planner:
                 if not success:
                     graph.display_problems()
             except PackageSetNotFound as error:
-                raise PlanError(group.name, f"emerge: there are no sets to satisfy "
-                                f"'{error.value}'.") from None
+                display_missing_pkg_set(trees[root]["root_config"], error.value)
+                raise PlanError(group.name, output.getvalue()) from None
             except PortageException as error:
                 raise PlanError(group.name, f"{output.getvalue()}\n!!! {error}") from None
         if not success:

@@ -1,0 +1,107 @@
+"""cq-emerge --pretend: emerge-like text, --json, exit codes, resolution problems reported
+like emerge (and only where real emerge fails too)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from emerge_helpers import cq_emerge, emerge_plan, real_emerge, write_config
+
+GROUPS = {
+    "web": {"use": "ssl", "packages": ["app-misc/binmatch", "app-misc/bump"]},
+    "db": {"use": "-ssl X", "abi_x86": "64 32", "packages": ["app-misc/binmatch",
+                                                              "dev-libs/multi"]},
+}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return write_config(tmp_path_factory.mktemp("cli"), GROUPS)
+
+
+def test_pretend_text_is_emerge_like(world, config):
+    done = cq_emerge(world.client, "--config", str(config), "-p", "--group", "web",
+                     "--group", "db")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "\x1b[" not in out  # not a terminal: no colour
+    assert "[binary  N     ] app-misc/binmatch-1.0::cqtest  USE=\"ssl -X\"" in out
+    assert "[ebuild  U     ] app-misc/bump-2.0::cqtest" in out
+    assert "[ebuild  N     ] app-misc/binmatch-1.0::cqtest  USE=\"X -ssl\"" in out
+    assert "[ebuild  R     ] dev-libs/multi-1.0::cqtest  ABI_X86=\"32 64\"" in out
+    assert "Build jobs (3, duplicates merged)" in out
+    # Every package line of a group is one real emerge would print for the same flags.
+    for line in emerge_plan(world.client, GROUPS["web"]["packages"], {"USE": "ssl"}):
+        assert f"] {line.cpv}::cqtest" in out
+
+
+def test_pretend_verbose_quiet_and_colour(world, config):
+    verbose = cq_emerge(world.client, "--config", str(config), "-pv", "-g", "web").stdout
+    assert "app-misc/bump-2.0::cqtest [bump-1.0]" in verbose and "key: " in verbose
+    quiet = cq_emerge(world.client, "--config", str(config), "-pq", "-g", "web").stdout
+    assert quiet.splitlines()[0].startswith("[binary") and "Total" not in quiet
+    coloured = cq_emerge(world.client, "--config", str(config), "-p", "--color=y",
+                         "-g", "web").stdout
+    assert "\x1b[" in coloured
+
+
+def test_pretend_json(world, config):
+    done = cq_emerge(world.client, "--config", str(config), "-p", "--json", "--all-groups")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert set(document) == {"plans", "jobs"}
+    assert [p["group"] for p in document["plans"]] == ["web", "db"]
+    for plan in document["plans"]:
+        for package in plan["packages"]:
+            assert {"cpv", "repo", "slot", "use", "action"} <= set(package)
+            assert package["action"] in ("binary", "build")
+    assert {tuple(j["groups"]) for j in document["jobs"]} == {("web",), ("db",)}
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "name a group with --group NAME, or use --all-groups"),
+    (["-g", "web", "--all-groups"], "--group and --all-groups exclude each other"),
+    (["-g", "web", "-v", "-q"], "--verbose and --quiet exclude each other"),
+    (["-g", "web", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_usage_errors_exit_2(world, config, args, message):
+    done = cq_emerge(world.client, "--config", str(config), "-p", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_pretend_submitting_is_not_there_yet(world, config):
+    done = cq_emerge(world.client, "--config", str(config), "-g", "web")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("cq-emerge: submitting build jobs to the cq server is not "
+                                   "implemented yet; use --pretend")
+
+
+PROBLEMS = [
+    ("blocker", ["app-misc/conflict"]),
+    ("masked", ["app-misc/masked"]),
+    ("missing", ["app-misc/doesnotexist"]),
+    ("slot-conflict", ["app-misc/needs-lib1", "app-misc/needs-lib2"]),
+    ("missing-set", ["@nosuchset"]),
+]
+
+
+@pytest.mark.parametrize("targets", [p[1] for p in PROBLEMS], ids=[p[0] for p in PROBLEMS])
+def test_resolution_problems_reported_like_emerge(world, tmp_path, targets):
+    real = real_emerge(world.client, "--update", "--deep", "--newuse", *targets)
+    assert real.returncode != 0
+    config = write_config(tmp_path, {"g": {"packages": targets}, "ok": {"packages": [
+        "app-misc/bump"]}})
+    done = cq_emerge(world.client, "--config", str(config), "-p", "-g", "g", "-g", "ok")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "cannot plan group 'g'" in done.stderr
+    # The same explanation real emerge gives (its key sentence), and the other group's plan.
+    key = next(line for line in (real.stdout + real.stderr).splitlines() if line.strip()
+               and any(word in line for word in ("!!!", "emerge:", "slot conflict", "blocks")))
+    assert key.strip() in done.stderr, (key, done.stderr)
+    assert "app-misc/bump-2.0" in done.stdout
+    as_json = json.loads(cq_emerge(world.client, "--config", str(config), "-p", "--json",
+                                   "-g", "g").stdout)
+    assert as_json["plans"] == [] and as_json["errors"][0]["group"] == "g"
