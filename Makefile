@@ -45,7 +45,7 @@ bench: sysdeps venv
 # Regenerate the protobuf module; the runtime pin in setup.py must match this protoc.
 proto: venv
 	$(PY) -m pip install -q 'grpcio-tools==1.85.1'
-	cd cq_portage/cq && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. cq.proto
+	cd cq_portage/cq && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. cq.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show replaced versions, slots, dedupe keys and Portage's messages")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="only the package and job lines")
+    parser.add_argument("--jobs", "-j", type=int, metavar="N",
+                        help="resolve up to N groups at once (default: one per CPU)")
     parser.add_argument("--color", choices=("y", "n"),
                         help="colour output (default: only on a terminal, and not if NOCOLOR)")
     return parser
@@ -56,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.group and args.all_groups:
         print("cq-emerge: error: --group and --all-groups exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    if args.jobs is not None and args.jobs < 1:
+        print("cq-emerge: error: --jobs must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     if args.verbose and args.quiet:
         print("cq-emerge: error: --verbose and --quiet exclude each other", file=sys.stderr)
@@ -76,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "use --pretend", file=sys.stderr)
         return EXIT_USAGE
     output = Output(json=args.json, verbose=args.verbose, quiet=args.quiet,
-                    colour=_colour(args.color))
+                    colour=_colour(args.color), jobs=args.jobs)
     return run_pretend(groups, output)
 
 

@@ -37,6 +37,7 @@ from portage.dep import Atom, match_from_list
 from portage.exception import InvalidAtom, PackageSetNotFound, PortageException
 from portage.versions import vercmp
 
+from cq_portage.emerge.forked import cpu_count, map_forked
 from cq_portage.emerge.profiles import GroupProfile, PackageUse
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class PlanError(Exception):
         self.group = group
         self.report = report.strip("\n")
         super().__init__(f"cannot plan group {group!r}:\n{self.report}")
+
+    def __reduce__(self):  # pickled back from a planning child
+        return (PlanError, (self.group, self.report))
 
 
 @dataclass
@@ -160,8 +164,23 @@ class Planner:
         return Plan(group=group, entries=tuple(self._entry(pkg, trees, group) for pkg in merges),
                     use_expand=use_expand, uninstalls=tuple(uninstalls))
 
-    def plan_all(self, groups: Iterable[GroupProfile]) -> list[Plan]:
-        return [self.plan(group) for group in groups]
+    def plan_all(self, groups: Iterable[GroupProfile], jobs: int | None = None
+                 ) -> list[Plan | PlanError]:
+        """Plans of several groups, in order, a PlanError in place of a failed one. With
+        more than one group and CPU, groups are resolved in forked children that share
+        this Planner's loaded Portage (see forked.py)."""
+        groups = list(groups)
+        jobs = min(len(groups), cpu_count() if jobs is None else jobs)
+        if jobs <= 1:
+            results: list[Plan | PlanError] = []
+            for group in groups:
+                try:
+                    results.append(self.plan(group))
+                except PlanError as error:
+                    results.append(error)
+            return results
+        self._populate_bintree()  # once, before the children copy this process
+        return map_forked(self.plan, groups, jobs, expected=(PlanError,))
 
     def _group_trees(self, group: GroupProfile) -> portage._trees_dict:
         """The shared trees, with the target root's config replaced by the group's."""
@@ -201,16 +220,18 @@ class Planner:
                          replaces=replaces, binary_build_id=build_id,
                          package_use=_matching_package_use(pkg, group.package_use))
 
+    def _populate_bintree(self) -> None:
+        if not self._bintree_populated:
+            with _captured() as output:
+                self._setup.trees[self._setup.trees._target_eroot]["bintree"].populate()
+            _log_output(output)
+            self._bintree_populated = True
+
     def _binary_instance(self, pkg: Package, iuse: set[str], use: set[str]) -> int | None:
         """BUILD_ID of a PKGDIR instance of pkg's version with the same IUSE and enabled
         USE (the check --binpkg-respect-use=y makes), or None."""
-        bintree = self._setup.trees[pkg.root]["bintree"]
-        if not self._bintree_populated:
-            with _captured() as output:
-                bintree.populate()
-            _log_output(output)
-            self._bintree_populated = True
-        bindb = bintree.dbapi
+        self._populate_bintree()
+        bindb = self._setup.trees[pkg.root]["bintree"].dbapi
         for instance in bindb.match(Atom(f"={pkg.cpv}")):
             bin_iuse_text, bin_use_text, repo = bindb.aux_get(instance,
                                                               ["IUSE", "USE", "repository"])

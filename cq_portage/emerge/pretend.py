@@ -20,6 +20,7 @@ class Output:
     verbose: bool = False
     quiet: bool = False
     colour: bool = False
+    jobs: int | None = None  # groups resolved at once; None: one per CPU
 
 
 def plan_to_json(plan) -> dict:
@@ -34,15 +35,16 @@ def plan_to_json(plan) -> dict:
 def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys.stdout,
                 stderr: TextIO = sys.stderr) -> int:
     # Imported here: importing Portage must wait until the command line has been checked.
+    from cq_portage.emerge.forked import ChildFailed
     from cq_portage.emerge.plan import Planner, PlanError
 
-    planner = Planner()
-    plans, errors = [], []
-    for group in groups:
-        try:
-            plans.append(planner.plan(group))
-        except PlanError as error:
-            errors.append(error)
+    try:
+        results = Planner().plan_all(groups, jobs=output.jobs)
+    except ChildFailed as error:
+        stderr.write(f"!!! cq-emerge: {error}\n")
+        return EXIT_FAILURE
+    plans = [r for r in results if not isinstance(r, PlanError)]
+    errors = [r for r in results if isinstance(r, PlanError)]
     jobs = build_jobs(plans)
     if output.json:
         document = {"plans": [plan_to_json(p) for p in plans],

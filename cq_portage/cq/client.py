@@ -1,0 +1,166 @@
+"""Submit, wait, status, list, cancel, log: the client side of the queue, as a library.
+
+Every request carries a fresh MUNGE credential (the server refuses replays). Waiting is a
+long poll that is re-sent, with a new credential, after a lost connection or a server
+restart, for as long as `timeout` allows. A server that speaks only the original protocol is
+detected by its reply, which then is the job's final result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from . import cq_pb2 as pb
+from .auth import Munge
+from .transport import Connection, NotConnected, TransportError
+from .wire import DEFAULT_PORT, Op, State, Status, build_request, parse_reply
+
+WAIT_SECONDS = 20
+
+
+class ClientError(Exception):
+    """A one-line reason the request failed."""
+
+
+class ServerUnreachable(ClientError):
+    pass
+
+
+class Refused(ClientError):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, as told by the server."""
+
+    job_id: int | None
+    internal_status: int
+    exit_status: int
+    state: str  # a JobState name in lower case: done, failed, cancelled, interrupted, ...
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.internal_status == Status.RAN and self.exit_status == 0
+
+    @classmethod
+    def from_reply(cls, rep: pb.cq_rep) -> "Outcome":
+        if rep.HasField("state"):
+            state = State.Name(rep.state).lower()
+        else:  # the original server only says whether it ran
+            state = "done" if rep.internal_status >= 0 else "failed"
+        return cls(rep.job_id if rep.HasField("job_id") else None, rep.internal_status,
+                   rep.exit_status, state, rep.error or None)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    merged: bool
+
+
+def payload_op(payload: bytes) -> int:
+    msg = pb.cq_req()
+    msg.ParseFromString(payload)
+    return msg.op
+
+
+def env_pairs(env: Mapping[str, str] | Iterable[str]) -> list[str]:
+    if isinstance(env, Mapping):
+        return [f"{k}={v}" for k, v in env.items()]
+    return list(env)
+
+
+class Client:
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 munge: Munge | None = None, timeout: float = 30.0):
+        self.address = f"{host}:{port}"
+        self.munge = munge or Munge()
+        self.timeout = timeout
+        self.conn = Connection(f"tcp://{host}:{port}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, payload: bytes, answer_timeout: float | None = None) -> pb.cq_rep:
+        """One request; retried after transport failures until `timeout` has passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            frame = self.munge.encode(payload) + b"\0"  # fresh each try: replays are refused
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                rep = parse_reply(self.conn.exchange(frame, left, answer_timeout))
+            except NotConnected:
+                raise ServerUnreachable(
+                    f"no answer from cq-server at {self.address} within {self.timeout:g}s "
+                    f"(is it running? is the address right?)") from None
+            except TransportError as e:
+                if time.monotonic() >= deadline:
+                    raise ServerUnreachable(f"cq-server at {self.address}: {e}" + (
+                        " (an original cq server answers only when the job ends: use --legacy)"
+                        if payload_op(payload) == Op.SUBMIT else "")) from None
+                time.sleep(0.2)
+                continue
+            if rep.HasField("protocol") and rep.internal_status < 0 and not rep.HasField("state"):
+                raise Refused(rep.internal_status, rep.error or "refused by the server")
+            return rep
+
+    def submit(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
+               dedupe_key: str | None = None, legacy: bool = False) -> Submitted | Outcome:
+        """Queue a job. Against the original server this blocks and returns its Outcome.
+
+        The original server answers only when the job has ended, so by default a job of
+        longer than `timeout` on it looks like a server that does not answer; `legacy`
+        waits for as long as the connection lives instead.
+        """
+        payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=uuid.uuid4().hex,
+                                dedupe_key=dedupe_key)
+        rep = self._call(payload, answer_timeout=None if legacy else self.timeout)
+        if not rep.HasField("protocol"):
+            return Outcome.from_reply(rep)
+        return Submitted(rep.job_id, rep.merged)
+
+    def wait(self, job_id: int, on_update: Callable[[pb.cq_rep], None] | None = None
+             ) -> Outcome:
+        while True:
+            rep = self._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=WAIT_SECONDS),
+                             answer_timeout=WAIT_SECONDS + self.timeout)
+            if rep.state not in (State.QUEUED, State.RUNNING):
+                return Outcome.from_reply(rep)
+            if on_update:
+                on_update(rep)
+
+    def run(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
+            dedupe_key: str | None = None, legacy: bool = False,
+            on_update: Callable[[pb.cq_rep], None] | None = None) -> Outcome:
+        submitted = self.submit(argv, env, dedupe_key, legacy)
+        if isinstance(submitted, Outcome):
+            return submitted
+        return self.wait(submitted.job_id, on_update)
+
+    def status(self, job_id: int) -> pb.job_info:
+        rep = self._call(build_request(Op.STATUS, job_id=job_id), self.timeout)
+        return rep.jobs[0]
+
+    def list(self) -> list[pb.job_info]:
+        return list(self._call(build_request(Op.LIST), self.timeout).jobs)
+
+    def cancel(self, job_id: int) -> pb.job_info:
+        return self._call(build_request(Op.CANCEL, job_id=job_id), self.timeout).jobs[0]
+
+    def log(self, job_id: int, offset: int = 0) -> tuple[bytes, int, bool]:
+        """A chunk of the job's output from `offset`: (data, next offset, end reached)."""
+        rep = self._call(build_request(Op.LOG, job_id=job_id, log_offset=offset), self.timeout)
+        return rep.log, rep.log_offset, rep.log_eof

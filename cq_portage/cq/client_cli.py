@@ -1,0 +1,228 @@
+"""cq-client: submit a command to a cq server and wait for it, or manage queued jobs.
+
+Flags of the original cq_client (-h -p -E -P, command after --) plus --detach, --wait,
+--status, --list, --cancel and --log. Exit status: the job's own, or 255 when the job could
+not be run, was refused, cancelled or interrupted, or the server did not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import subprocess
+import sys
+import time
+
+from google.protobuf.json_format import MessageToDict
+
+from .auth import AuthError, Munge
+from .client import Client, ClientError, Outcome
+from .wire import DEFAULT_PORT, State, parse_env, BadRequest
+
+NOT_RUN = 255
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cq-client", add_help=False,
+        usage="cq-client [-h HOST] [-p PORT] [-E NAME=value]... [-P SCRIPT] [--detach] "
+              "-- COMMAND [ARG]...\n       cq-client [-h HOST] [-p PORT] "
+              "(--wait ID [-P SCRIPT] | --status ID | --list | --cancel ID | --log ID)",
+        description="Run a command on a cq server's queue, authenticated with MUNGE.")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-h", "--host", default=os.environ.get("CQ_HOST", "127.0.0.1"),
+                   help="server address (default $CQ_HOST or 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, default=int(os.environ.get("CQ_PORT", DEFAULT_PORT)),
+                   help=f"server port (default $CQ_PORT or {DEFAULT_PORT})")
+    p.add_argument("-E", dest="env", action="append", default=[], metavar="NAME=value",
+                   help="set a variable in the job's environment (repeatable)")
+    p.add_argument("-P", dest="post", metavar="SCRIPT",
+                   help="run SCRIPT INTERNAL_STATUS EXIT_STATUS when the job has ended "
+                        "(CQ_JOB_ID is set in its environment)")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--detach", action="store_true",
+                     help="queue the command, print its job id and exit")
+    act.add_argument("--wait", type=int, metavar="ID", help="wait for job ID, as if submitted")
+    act.add_argument("--status", type=int, metavar="ID", help="show job ID")
+    act.add_argument("--list", action="store_true", help="show the queue")
+    act.add_argument("--cancel", type=int, metavar="ID", help="cancel job ID")
+    act.add_argument("--log", type=int, metavar="ID", help="print job ID's output")
+    p.add_argument("-f", "--follow", action="store_true", help="with --log: until the job ends")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for an unreachable server (default 30)")
+    p.add_argument("--legacy", action="store_true",
+                   help="the server is an original cq server: wait for its answer, which "
+                        "comes when the job ends, for as long as the connection lives")
+    p.add_argument("--munge-socket", help="munged's socket (default: libmunge's default)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    submitting = not any(x is not None and x is not False for x in
+                         (args.wait, args.status, args.list, args.cancel, args.log))
+    if submitting and not command:
+        p.error("no command given (put it after --)")
+    if command and not submitting:
+        p.error("a command cannot be combined with --wait, --status, --list, --cancel, --log")
+    try:
+        parse_env(args.env)
+    except BadRequest as e:
+        p.error(str(e))
+    client = Client(args.host, args.port, Munge(args.munge_socket), args.timeout)
+    try:
+        if args.list:
+            return show_list(client, args.json)
+        if args.status is not None:
+            return show_status(client, args.status, args.json)
+        if args.cancel is not None:
+            info = client.cancel(args.cancel)
+            say(args, f"job {info.id}: {'stopping' if info.state == State.RUNNING else 'cancelled'}")
+            return 0
+        if args.log is not None:
+            return show_log(client, args.log, args.follow)
+        if args.detach:
+            submitted = client.submit(command, args.env, legacy=args.legacy)
+            if isinstance(submitted, Outcome):  # the original server ran it already
+                return finish(args, submitted)
+            print(submitted.job_id)
+            return 0
+        if args.wait is not None:
+            return finish(args, client.wait(args.wait, Progress(args)))
+        return finish(args, client.run(command, args.env, legacy=args.legacy,
+                                       on_update=Progress(args)))
+    except (ClientError, AuthError) as e:
+        print(f"cq-client: {e}", file=sys.stderr)
+        return NOT_RUN if submitting or args.wait is not None else 1
+    except KeyboardInterrupt:
+        print("cq-client: interrupted; the job stays queued (see --wait)", file=sys.stderr)
+        return 130
+    finally:
+        client.close()
+
+
+def say(args, text: str) -> None:
+    if not args.quiet:
+        print(f"cq-client: {text}", file=sys.stderr)
+
+
+class Progress:
+    """Shows the job's state on long waits: one updating line on a TTY, else a line a change."""
+
+    def __init__(self, args):
+        self.args, self.last, self.tty = args, None, sys.stderr.isatty()
+
+    def __call__(self, rep) -> None:
+        if self.args.quiet:
+            return
+        info = rep.jobs[0] if rep.jobs else None
+        text = f"job {rep.job_id} {State.Name(rep.state).lower()}"
+        if info is not None and info.HasField("position"):
+            text += f" (position {info.position})"
+        if text != self.last:
+            print(("\r" + text + "\033[K") if self.tty else f"cq-client: {text}",
+                  file=sys.stderr, end="" if self.tty else "\n", flush=True)
+            self.last = text
+
+    def done(self) -> None:
+        if self.tty and self.last and not self.args.quiet:
+            print(file=sys.stderr)
+
+
+def finish(args, outcome: Outcome) -> int:
+    if args.json:
+        print(json.dumps(outcome.__dict__))
+    if outcome.internal_status < 0:
+        say(args, f"job {outcome.job_id or ''} {outcome.state}: {outcome.error or 'not run'}")
+        code = NOT_RUN
+    else:
+        code = outcome.exit_status
+        if code:
+            say(args, f"job {outcome.job_id or ''} exited with status {code}")
+    if args.post:
+        post = run_post(args.post, outcome)
+        if post and code == 0:
+            code = post
+    return code
+
+
+def run_post(script: str, outcome: Outcome) -> int:
+    env = dict(os.environ, CQ_JOB_ID=str(outcome.job_id or ""), CQ_JOB_STATE=outcome.state)
+    try:
+        status = subprocess.run([script, str(outcome.internal_status), str(outcome.exit_status)],
+                                env=env).returncode
+    except OSError as e:
+        print(f"cq-client: cannot run post-script {script}: {e.strerror}", file=sys.stderr)
+        return 127
+    if status:
+        print(f"cq-client: post-script {script} exited with status {status}", file=sys.stderr)
+    return status
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _age(t: float) -> str:
+    s = max(0, int(time.time() - t))
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def show_list(client: Client, as_json: bool) -> int:
+    jobs = client.list()
+    if as_json:
+        print(json.dumps([MessageToDict(j, preserving_proto_field_name=True) for j in jobs]))
+        return 0
+    print(f"{'ID':>7} {'STATE':<14} {'REQUESTER':<10} {'AGE':>5}  COMMAND")
+    for j in jobs:
+        state = State.Name(j.state).lower()
+        if j.HasField("position"):
+            state += f" #{j.position}"
+        elif j.state not in (State.QUEUED, State.RUNNING):
+            state += f" {j.exit_status}" if j.internal_status == 0 else ""
+        print(f"{j.id:>7} {state:<14} {_user(j.requester_uid):<10} {_age(j.submitted):>5}  "
+              f"{' '.join(j.args)}")
+    return 0
+
+
+def show_status(client: Client, job_id: int, as_json: bool) -> int:
+    j = client.status(job_id)
+    if as_json:
+        print(json.dumps(MessageToDict(j, preserving_proto_field_name=True)))
+        return 0
+    print(f"job {j.id}: {State.Name(j.state).lower()}"
+          + (f" (position {j.position})" if j.HasField("position") else ""))
+    print(f"  command:   {' '.join(j.args)}")
+    print(f"  requester: {_user(j.requester_uid)} (uid {j.requester_uid}), runs as {j.run_as}")
+    if j.state not in (State.QUEUED, State.RUNNING):
+        print(f"  result:    internal status {j.internal_status}, exit status {j.exit_status}"
+              + (f" ({j.error})" if j.error else ""))
+    if j.log_path:
+        print(f"  log:       {j.log_path}")
+    return 0
+
+
+def show_log(client: Client, job_id: int, follow: bool) -> int:
+    offset = 0
+    while True:
+        data, offset, eof = client.log(job_id, offset)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        if eof or (not data and not follow):
+            return 0
+        if not data:
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

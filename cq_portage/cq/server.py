@@ -1,0 +1,347 @@
+"""cq-server: receive, authenticate, authorize, dedupe, store, run one at a time, answer.
+
+Requests are handled batch by batch: what arrived together is authenticated in parallel
+(munged round trips), then handled in arrival order and stored in one commit. Requests from
+the original client (no `protocol` field) are answered when their job ends; our clients get
+the job id at once and long-poll with WAIT, so a wait survives a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from . import hook
+from .auth import AuthError, Credential, Munge
+from .config import REQUESTER, ServerConfig
+from .executor import Executor, kill_orphan, process_start
+from .job import Job, JobState, RunAs
+from .store import Store, Submission
+from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
+    parse_request
+
+log = logging.getLogger(__name__)
+
+BATCH = 512  # requests taken off the socket before one round of work
+MAX_WAIT_SECONDS = 300
+LOG_CHUNK = 64 << 10
+LIST_LIMIT = 1000
+
+
+@dataclass
+class Waiter:
+    envelope: list[bytes]
+    legacy: bool
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class Refusal:
+    status: int
+    reason: str
+
+
+@dataclass
+class Authed:
+    cred: Credential
+    request: Request
+
+
+@dataclass
+class Server:
+    config: ServerConfig
+    munge: Munge
+    store: Store = field(init=False)
+    executor: Executor = field(init=False)
+    waiters: dict[int, list[Waiter]] = field(default_factory=lambda: defaultdict(list))
+    running: Job | None = None
+
+    def __post_init__(self) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = self.config.state_dir / "logs"
+        self.store = Store(self.config.state_dir / "cq.db")
+        self.executor = Executor(self.config.env_policy)
+        self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="job")
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def recover(self) -> None:
+        for orphan in self.store.recover():
+            killed = orphan.pid and kill_orphan(orphan.pid, orphan.pid_start)
+            log.warning("job %d was running when the server stopped: marked interrupted%s",
+                        orphan.job.id, " (its leftover processes were killed)" if killed else "")
+        cutoff = time.time() - self.config.keep_days * 86400
+        for path in self.store.prune(cutoff):
+            Path(path).unlink(missing_ok=True)
+
+    async def serve(self, on_ready=None) -> None:
+        self.recover()
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        # A hard cap against memory exhaustion; below it, oversized requests get an answer.
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.limits.max_request_bytes)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 10000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
+        endpoint = f"tcp://{self.config.host}:{self.config.port}"
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            ctx.term()
+            raise OSError(f"cannot listen on {endpoint}: {e}") from None
+        self.sock = sock
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        counts = self.store.counts()
+        log.info("cq-server listening on %s (%d queued)", endpoint, counts.get("queued", 0))
+        if on_ready:
+            on_ready()
+        runner = asyncio.create_task(self._run_jobs())
+        receiver = asyncio.create_task(self._receive())
+        await self._stop.wait()
+        log.info("stopping: no new requests")
+        receiver.cancel()
+        await self._finish_running()
+        runner.cancel()
+        sock.close(linger=1000)
+        ctx.term()
+        self.store.close()
+        self._decoders.shutdown()
+        self._runner.shutdown()
+        log.info("stopped")
+
+    async def _finish_running(self) -> None:
+        job = self.running
+        if job is None:
+            return
+        grace = self.config.stop_grace
+        log.info("waiting up to %gs for job %d to finish", grace, job.id)
+        deadline = time.monotonic() + grace
+        while self.running is job and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.running is job:
+            self.executor.stop("shutdown", grace=5)
+        while self.running is job:
+            await asyncio.sleep(0.05)
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.sock.recv_multipart(copy=False)]
+            while len(batch) < BATCH and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                batch.append(await self.sock.recv_multipart(copy=False))
+            outcomes = await asyncio.gather(
+                *(loop.run_in_executor(self._decoders, self._authenticate, f) for f in batch))
+            submissions = []
+            for frames, outcome in zip(batch, outcomes):
+                envelope = [f.bytes for f in frames[:-1]]
+                if isinstance(outcome, Refusal):
+                    log.warning("refused request from %s: %s", _peer(frames), outcome.reason)
+                    await self._reply(envelope, build_reply(outcome.status, 0,
+                                                            error=outcome.reason))
+                elif outcome.request.op == Op.SUBMIT:
+                    submissions.append((envelope, outcome))
+                else:
+                    await self._answer(envelope, outcome)
+            if submissions:
+                await self._submit(submissions)
+
+    def _authenticate(self, frames: list[zmq.Frame]) -> Authed | Refusal:
+        """Runs in a worker thread: credential, authorization, then the payload."""
+        limits = self.config.limits
+        frame = frames[-1].bytes if len(frames) > 1 else b""
+        try:
+            if len(frame) > limits.max_request_bytes * 4 // 3 + 4096:
+                raise BadRequest(f"request of {len(frame)} bytes is too large")
+            cred = self.munge.decode(credential_from_frame(frame))
+            self.config.authorizer.check(cred.uid, cred.gid)
+            request = parse_request(cred.payload, limits)
+            self.config.env_policy.check_request(request.env)
+        except AuthError as e:
+            return Refusal(Status.SERVER_ERROR if e.server_side else Status.REFUSED, str(e))
+        except BadRequest as e:
+            return Refusal(Status.REFUSED, str(e))
+        return Authed(cred, request)
+
+    async def _reply(self, envelope: list[bytes], reply: bytes) -> None:
+        await self.sock.send_multipart([*envelope, reply])
+
+    async def _submit(self, batch: list[tuple[list[bytes], Authed]]) -> None:
+        pending = []
+        for envelope, authed in batch:
+            cred, req = authed.cred, authed.request
+            run_as = RunAs(cred.uid, cred.gid) if self.config.run_as == REQUESTER \
+                else self.config.run_as
+            job = Job(command=req.command, argv=req.argv, env=req.env, requester_uid=cred.uid,
+                      requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key)
+            merge_into = None
+            if self.config.incoming_hook:
+                decision = await hook.ask(self.config.incoming_hook, self.config.hook_timeout,
+                                          job, self.store.active(limit=1 << 20))
+                if decision.action == "reject":
+                    log.warning("hook rejected %s from uid %d: %s", _cmd(job), cred.uid,
+                                decision.reason)
+                    await self._reply(envelope, build_reply(Status.REFUSED, 0,
+                                                            error=decision.reason))
+                    continue
+                merge_into = decision.job_id
+            pending.append((envelope, req, job, Submission(job, req.request_id, merge_into)))
+        if not pending:
+            return
+        accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
+        for (envelope, req, job, _), acc in zip(pending, accepted):
+            log.info("job %d %s from uid %d: %s", acc.job_id,
+                     "merged" if acc.merged else "queued", job.requester_uid, _cmd(job))
+            if req.legacy:
+                self.waiters[acc.job_id].append(Waiter(envelope, legacy=True))
+            else:
+                await self._reply(envelope, build_reply(
+                    Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=State.QUEUED))
+        self._wake.set()
+
+    async def _answer(self, envelope: list[bytes], authed: Authed) -> None:
+        req, cred = authed.request, authed.cred
+        if req.op == Op.LIST:
+            await self._reply(envelope, self._list_reply())
+            return
+        job = self.running if self.running and self.running.id == req.job_id \
+            else self.store.get(req.job_id)
+        if job is None:
+            await self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
+                                                    error=f"no job {req.job_id}"))
+        elif req.op == Op.WAIT and not job.state.ended:
+            self._add_waiter(job.id, Waiter(envelope, legacy=False), req.wait_seconds)
+        elif req.op == Op.CANCEL:
+            await self._reply(envelope, self._cancel(job, cred))
+        elif req.op == Op.LOG:
+            await self._reply(envelope, self._log_reply(job, req.log_offset))
+        else:  # STATUS, or WAIT for a job that has ended
+            await self._reply(envelope, self._job_reply(job))
+
+    def _add_waiter(self, job_id: int, waiter: Waiter, seconds: int) -> None:
+        seconds = min(seconds or 30, MAX_WAIT_SECONDS)
+        loop = asyncio.get_running_loop()
+        waiter.timer = loop.call_later(seconds, self._wait_expired, job_id, waiter)
+        self.waiters[job_id].append(waiter)
+
+    def _wait_expired(self, job_id: int, waiter: Waiter) -> None:
+        if waiter in self.waiters.get(job_id, []):
+            self.waiters[job_id].remove(waiter)
+            job = self.running if self.running and self.running.id == job_id \
+                else self.store.get(job_id)
+            asyncio.ensure_future(self._reply(waiter.envelope, self._job_reply(job)))
+
+    def _job_reply(self, job: Job, legacy: bool = False) -> bytes:
+        r = job.result
+        position = self.store.position(job.id) if job.state == JobState.QUEUED else None
+        return build_reply(r.internal_status if r else Status.RAN, r.exit_status if r else 0,
+                           legacy=legacy, job_id=job.id, state=job.state.wire,
+                           error=r.error if r else None, jobs=[job.info(position)])
+
+    def _list_reply(self) -> bytes:
+        jobs, position = [], 0
+        for job in self.store.active(LIST_LIMIT):
+            if job.state == JobState.QUEUED:
+                position += 1
+            jobs.append(job.info(position if job.state == JobState.QUEUED else None))
+        jobs += [job.info() for job in self.store.recent(20)]
+        return build_reply(Status.RAN, 0, jobs=jobs)
+
+    def _log_reply(self, job: Job, offset: int) -> bytes:
+        data = b""
+        if job.log_path:
+            try:
+                with open(job.log_path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read(LOG_CHUNK)
+            except FileNotFoundError:
+                pass
+        eof = job.state.ended and len(data) < LOG_CHUNK
+        return build_reply(Status.RAN, 0, job_id=job.id, state=job.state.wire, log=data,
+                           log_offset=offset + len(data), log_eof=eof)
+
+    def _cancel(self, job: Job, cred: Credential) -> bytes:
+        if cred.uid not in (0, os.getuid(), job.requester_uid):
+            return build_reply(Status.REFUSED, 0, job_id=job.id,
+                               error=f"uid {cred.uid} may not cancel job {job.id} "
+                                     f"(submitted by uid {job.requester_uid})")
+        if job.state == JobState.QUEUED:
+            self.store.cancel_queued(job, f"cancelled by uid {cred.uid}")
+            log.info("job %d cancelled by uid %d", job.id, cred.uid)
+            self._notify(job)
+        elif job.state == JobState.RUNNING:
+            log.info("job %d: stopping it, cancelled by uid %d", job.id, cred.uid)
+            self.executor.stop("cancel", grace=10)
+        else:
+            return build_reply(Status.REFUSED, 0, job_id=job.id,
+                               error=f"job {job.id} has already ended ({job.state.value})")
+        return self._job_reply(job)
+
+    # -- running ------------------------------------------------------------------------
+
+    async def _run_jobs(self) -> None:
+        loop = asyncio.get_running_loop()
+        ended = None
+        while True:
+            job = self.store.finish_and_start(ended, self.log_dir)
+            if ended is not None:
+                self.running = None
+                self._notify(ended)
+                ended = None
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self.running = job
+
+            def started(pid: int, job_id: int = job.id) -> None:
+                start = process_start(pid)
+                loop.call_soon_threadsafe(self.store.set_pid, job_id, pid, start)
+
+            job.result = await loop.run_in_executor(self._runner, self.executor.run, job,
+                                                    started)
+            ended = job
+            if self._stop.is_set():
+                self.store.finish(job)
+                self.running = None
+                self._notify(job)
+                return
+
+    def _notify(self, job: Job) -> None:
+        r = job.result
+        log.info("job %d %s: internal status %d, exit status %d%s", job.id, job.state.value,
+                 r.internal_status, r.exit_status, f" ({r.error})" if r.error else "")
+        for waiter in self.waiters.pop(job.id, []):
+            if waiter.timer:
+                waiter.timer.cancel()
+            asyncio.ensure_future(self._reply(waiter.envelope,
+                                              self._job_reply(job, legacy=waiter.legacy)))
+
+
+def _peer(frames: list[zmq.Frame]) -> str:
+    try:
+        return frames[-1].get("Peer-Address") or "?"
+    except zmq.ZMQError:
+        return "?"
+
+
+def _cmd(job: Job) -> str:
+    text = " ".join(job.argv)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,225 @@
+"""The durable job store: SQLite in WAL mode, one connection, owned by the server's loop.
+
+A submission is committed (fsync'd: synchronous=FULL) before the server answers it. The end of
+one job and the start of the next share a transaction, so a serial queue costs one commit per
+job. Waiters are not stored: they are connections, and a client that comes back asks by id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .job import Job, JobState, Result, RunAs
+from .wire import Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: clients come back by id
+    state TEXT NOT NULL,
+    command TEXT NOT NULL,
+    argv TEXT NOT NULL,                     -- JSON list
+    env TEXT NOT NULL,                      -- JSON [[name, value], ...] as requested
+    run_uid INTEGER, run_gid INTEGER,
+    requester_uid INTEGER NOT NULL, requester_gid INTEGER NOT NULL,
+    key TEXT NOT NULL, dedupe_key TEXT,
+    submitted REAL NOT NULL, started REAL, finished REAL,
+    internal_status INTEGER, exit_status INTEGER, error TEXT,
+    log_path TEXT, pid INTEGER, pid_start TEXT,
+    waiters INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_queued_by_key ON jobs(key) WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY, job_id INTEGER NOT NULL, uid INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_job ON requests(job_id);
+"""
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    request_id: str | None = None
+    merge_into: int | None = None  # the incoming hook's choice
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: int
+    merged: bool
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A job that was running when the server died."""
+
+    job: Job
+    pid: int | None
+    pid_start: str | None
+
+
+def _job(row: sqlite3.Row) -> Job:
+    state = JobState(row["state"])
+    result = None
+    if state.ended:
+        result = Result(state, row["internal_status"], row["exit_status"] or 0, row["error"])
+    return Job(command=row["command"], argv=tuple(json.loads(row["argv"])),
+               env=tuple(tuple(p) for p in json.loads(row["env"])),
+               requester_uid=row["requester_uid"], requester_gid=row["requester_gid"],
+               run_as=RunAs(row["run_uid"], row["run_gid"]), dedupe_key=row["dedupe_key"],
+               id=row["id"], state=state, submitted=row["submitted"], started=row["started"],
+               finished=row["finished"], result=result, waiters=row["waiters"],
+               log_path=row["log_path"])
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def recover(self) -> list[Orphan]:
+        """Jobs left running by a dead server end as interrupted; they are never re-run."""
+        with self._tx():
+            rows = self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
+            self.db.execute(
+                "UPDATE jobs SET state = 'interrupted', finished = ?, internal_status = ?, "
+                "error = 'the server stopped while the job ran; it was not re-run' "
+                "WHERE state = 'running'", (time.time(), int(Status.INTERRUPTED)))
+        return [Orphan(_job(r), r["pid"], r["pid_start"]) for r in rows]
+
+    def submit(self, batch: list[Submission]) -> list[Accepted]:
+        """Store a batch in one transaction: one fsync however many arrived together."""
+        out = []
+        now = time.time()
+        with self._tx():
+            for sub in batch:
+                out.append(self._submit_one(sub, now))
+        return out
+
+    def _submit_one(self, sub: Submission, now: float) -> Accepted:
+        job, db = sub.job, self.db
+        if sub.request_id:
+            row = db.execute("SELECT job_id FROM requests WHERE request_id = ? AND uid = ?",
+                             (sub.request_id, job.requester_uid)).fetchone()
+            if row:  # a resent submission: same answer as the first time
+                return Accepted(row[0], merged=False)
+        target = None
+        if sub.merge_into is not None:
+            target = db.execute("SELECT id FROM jobs WHERE id = ? AND state = 'queued'",
+                                (sub.merge_into,)).fetchone()
+        else:
+            target = db.execute(
+                "SELECT id FROM jobs WHERE key = ? AND state = 'queued' ORDER BY id LIMIT 1",
+                (job.key,)).fetchone()
+        if target:
+            job_id, merged = target[0], True
+            db.execute("UPDATE jobs SET waiters = waiters + 1 WHERE id = ?", (job_id,))
+        else:
+            merged = False
+            job_id = db.execute(
+                "INSERT INTO jobs (state, command, argv, env, run_uid, run_gid, requester_uid,"
+                " requester_gid, key, dedupe_key, submitted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                ("queued", job.command, json.dumps(job.argv), json.dumps(job.env),
+                 job.run_as.uid, job.run_as.gid, job.requester_uid, job.requester_gid,
+                 job.key, job.dedupe_key, now)).lastrowid
+        if sub.request_id:
+            db.execute("INSERT INTO requests VALUES (?, ?, ?)",
+                       (sub.request_id, job_id, job.requester_uid))
+        return Accepted(job_id, merged)
+
+    def finish_and_start(self, ended: Job | None, log_dir: Path) -> Job | None:
+        """Record how `ended` ended and mark the next queued job running, in one commit."""
+        with self._tx():
+            if ended is not None:
+                self._finish(ended)
+            row = self.db.execute(
+                "SELECT * FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            job.state, job.started = JobState.RUNNING, time.time()
+            job.log_path = str(log_dir / f"{job.id // 1000:04d}" / f"{job.id}.log")
+            self.db.execute("UPDATE jobs SET state = 'running', started = ?, log_path = ? "
+                            "WHERE id = ?", (job.started, job.log_path, job.id))
+            return job
+
+    def finish(self, job: Job) -> None:
+        with self._tx():
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        r = job.result
+        job.state, job.finished = r.state, time.time()
+        self.db.execute(
+            "UPDATE jobs SET state = ?, finished = ?, internal_status = ?, exit_status = ?,"
+            " error = ?, pid = NULL WHERE id = ?",
+            (r.state.value, job.finished, r.internal_status, r.exit_status, r.error, job.id))
+
+    def set_pid(self, job_id: int, pid: int, pid_start: str | None) -> None:
+        # Not fsync'd on its own: it only helps clean up after a crash.
+        self.db.execute("UPDATE jobs SET pid = ?, pid_start = ? WHERE id = ?",
+                        (pid, pid_start, job_id))
+
+    def get(self, job_id: int) -> Job | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def position(self, job_id: int) -> int:
+        """1 for the next job to run."""
+        return self.db.execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND id <= ?",
+                               (job_id,)).fetchone()[0]
+
+    def active(self, limit: int) -> list[Job]:
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE state IN ('running', 'queued') "
+            "ORDER BY state = 'queued', id LIMIT ?", (limit,)).fetchall()
+        return [_job(r) for r in rows]
+
+    def recent(self, limit: int) -> list[Job]:
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE state NOT IN ('running', 'queued') "
+            "ORDER BY finished DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(r) for r in reversed(rows)]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute(
+            "SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'running') "
+            "GROUP BY state").fetchall())
+
+    def cancel_queued(self, job: Job, reason: str) -> None:
+        job.result = Result(JobState.CANCELLED, Status.CANCELLED, 0, reason)
+        self.finish(job)
+
+    def prune(self, older_than: float) -> list[str]:
+        """Forget jobs that ended before `older_than`; returns their log paths."""
+        with self._tx():
+            rows = self.db.execute(
+                "SELECT id, log_path FROM jobs WHERE finished < ? AND state NOT IN "
+                "('queued', 'running')", (older_than,)).fetchall()
+            ids = [(r[0],) for r in rows]
+            self.db.executemany("DELETE FROM requests WHERE job_id = ?", ids)
+            self.db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+        return [r[1] for r in rows if r[1]]

@@ -1,0 +1,175 @@
+"""Messages on the wire: parse and check requests, build replies (cq.proto).
+
+Compatible with the original C cq: a request frame is a MUNGE credential as text plus one
+NUL; its payload is a `cq_req` whose `args` and `env` end with an "" marker. Replies are
+plain (not munged) `cq_rep` frames.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from . import cq_pb2 as pb
+
+PROTOCOL_VERSION = 1
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 48005
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+Op = pb.Op
+State = pb.JobState
+
+
+class Status(enum.IntEnum):
+    """internal_status values. 0 means the command ran; negative ones say why it did not."""
+
+    RAN = 0
+    REFUSED = -1  # bad request, bad credential, not authorized, rejected by the hook
+    EXEC_FAILED = -2  # the command could not be started
+    INTERRUPTED = -3  # the server stopped while the job ran
+    CANCELLED = -4
+    NOT_FOUND = -5  # no such job
+    SERVER_ERROR = -6  # e.g. munged unreachable on the server
+
+
+class BadRequest(ValueError):
+    """A request we refuse; the message is the one-line reason sent back."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = 1 << 20
+    max_args: int = 4096
+    max_env: int = 1024
+    max_string_bytes: int = 128 << 10
+
+
+@dataclass(frozen=True)
+class Request:
+    op: int
+    command: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    legacy: bool  # sent by the original client: answer only when the job ends
+    job_id: int | None = None
+    request_id: str | None = None
+    dedupe_key: str | None = None
+    wait_seconds: int = 0
+    log_offset: int = 0
+
+
+def _strings(values, what: str, limits: Limits) -> list[str]:
+    out = list(values)
+    for value in out:
+        if isinstance(value, bytes):  # upb hands back bytes for invalid UTF-8 in proto2
+            raise BadRequest(f"{what} is not valid UTF-8")
+        if "\0" in value:
+            raise BadRequest(f"{what} contains a NUL byte")
+        if len(value.encode()) > limits.max_string_bytes:
+            raise BadRequest(f"{what} is longer than {limits.max_string_bytes} bytes")
+    if out and out[-1] == "":  # the original client's end marker
+        out.pop()
+    return out
+
+
+def parse_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    env = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not ENV_NAME.match(name):
+            raise BadRequest(f"malformed environment entry {pair[:80]!r}: want NAME=value")
+        env.append((name, value))
+    return tuple(env)
+
+
+def parse_request(payload: bytes, limits: Limits) -> Request:
+    if len(payload) > limits.max_request_bytes:
+        raise BadRequest(f"request of {len(payload)} bytes exceeds {limits.max_request_bytes}")
+    msg = pb.cq_req()
+    try:
+        msg.ParseFromString(payload)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise BadRequest(f"malformed request: not a cq_req message ({e})") from None
+    if not msg.IsInitialized():  # parsing does not check required fields
+        raise BadRequest("malformed request: required field 'command' missing")
+    if len(msg.args) > limits.max_args + 1:
+        raise BadRequest(f"more than {limits.max_args} arguments")
+    if len(msg.env) > limits.max_env + 1:
+        raise BadRequest(f"more than {limits.max_env} environment entries")
+    if isinstance(msg.command, bytes):
+        raise BadRequest("command is not valid UTF-8")
+    args = _strings(msg.args, "an argument", limits)
+    env = parse_env(_strings(msg.env, "an environment entry", limits))
+    for text in (msg.request_id, msg.dedupe_key):
+        if isinstance(text, bytes) or len(text) > 1024:
+            raise BadRequest("request_id or dedupe_key is not UTF-8 text of at most 1024 bytes")
+    op = msg.op
+    if op not in Op.values():
+        raise BadRequest(f"unknown operation {op}")
+    command = _strings([msg.command], "the command", limits)
+    command = command[0] if command else ""
+    if op == Op.SUBMIT:
+        if not args and command:
+            args = [command]
+        if not args or not command:
+            raise BadRequest("empty command: nothing to run")
+    elif op != Op.LIST and not msg.HasField("job_id"):
+        raise BadRequest(f"{Op.Name(op)} needs a job id")
+    return Request(
+        op=op, command=command, argv=tuple(args), env=env,
+        legacy=not msg.HasField("protocol"),
+        job_id=msg.job_id if msg.HasField("job_id") else None,
+        request_id=msg.request_id or None,
+        dedupe_key=msg.dedupe_key or None,
+        wait_seconds=msg.wait_seconds, log_offset=msg.log_offset,
+    )
+
+
+def build_request(op: int = Op.SUBMIT, argv: list[str] | tuple[str, ...] = (),
+                  env: list[str] | tuple[str, ...] = (), **fields) -> bytes:
+    """A request as our client sends it: exact about the original's end markers."""
+    msg = pb.cq_req(command=argv[0] if argv else "", args=[*argv, ""], env=[*env, ""],
+                    protocol=PROTOCOL_VERSION, op=op,
+                    **{k: v for k, v in fields.items() if v is not None})
+    return msg.SerializeToString()
+
+
+def build_reply(status: int, exit_status: int = 0, *, legacy: bool = False, **fields) -> bytes:
+    msg = pb.cq_rep(internal_status=int(status), exit_status=exit_status)
+    if not legacy:
+        msg.protocol = PROTOCOL_VERSION
+        for name, value in fields.items():
+            if value is None:
+                continue
+            if name == "jobs":
+                msg.jobs.extend(value)
+            else:
+                setattr(msg, name, value)
+    return msg.SerializeToString()
+
+
+class BadReply(ValueError):
+    pass
+
+
+def parse_reply(frame: bytes) -> pb.cq_rep:
+    msg = pb.cq_rep()
+    try:
+        msg.ParseFromString(frame)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise BadReply(f"malformed reply from server: {e}") from None
+    if not msg.IsInitialized():
+        raise BadReply("malformed reply from server: required fields missing")
+    return msg
+
+
+def credential_from_frame(frame: bytes) -> bytes:
+    """The credential text of a request frame: the original client sends it NUL-terminated."""
+    cred = frame[:-1] if frame.endswith(b"\0") else frame
+    if not cred.startswith(b"MUNGE:") or b"\0" in cred:
+        raise BadRequest("not a MUNGE credential")
+    return cred
