@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from cq_portage.emerge.plan import BUILD, Plan, PlanEntry
+from cq_portage.emerge.plan import Plan, PlanEntry
 
 ATOM_PLACEHOLDER = "{atom}"
 

@@ -13,9 +13,7 @@ the environment given to the Planner, the way emerge reads them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import copy
 import io
 import logging
 import os
@@ -30,15 +28,14 @@ from _emerge.create_depgraph_params import create_depgraph_params
 from _emerge.depgraph import backtrack_depgraph
 from _emerge.main import parse_opts
 from _emerge.Package import Package
-from _emerge.RootConfig import RootConfig
 from _emerge.stdout_spinner import stdout_spinner
-from portage._sets import load_default_config
-from portage.dep import Atom, match_from_list
-from portage.exception import InvalidAtom, PackageSetNotFound, PortageException
+from portage.dep import Atom
+from portage.exception import PackageSetNotFound, PortageException
 from portage.versions import vercmp
 
 from cq_portage.emerge.forked import cpu_count, map_forked
-from cq_portage.emerge.profiles import GroupProfile, PackageUse
+from cq_portage.emerge.group_view import group_trees, matching_package_use
+from cq_portage.emerge.profiles import GroupProfile
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +126,7 @@ class Planner:
         return self._setup.settings
 
     def plan(self, group: GroupProfile) -> Plan:
-        trees = self._group_trees(group)
+        trees = group_trees(self._setup.trees, self._setup.environ, group)
         root = trees._target_eroot
         settings = trees[root]["vartree"].settings
         argv = [*shlex.split(settings.get("EMERGE_DEFAULT_OPTS", "")), *UPDATE_OPTIONS,
@@ -182,33 +179,6 @@ class Planner:
         self._populate_bintree()  # once, before the children copy this process
         return map_forked(self.plan, groups, jobs, expected=(PlanError,))
 
-    def _group_trees(self, group: GroupProfile) -> portage._trees_dict:
-        """The shared trees, with the target root's config replaced by the group's."""
-        base = self._setup.trees
-        target = base._target_eroot
-        environ = _group_environ(self._setup.environ, group)
-        base_settings = self._setup.settings
-        settings = portage.config(
-            config_root=base_settings["PORTAGE_CONFIGROOT"], target_root=base_settings["ROOT"],
-            sysroot=base_settings["SYSROOT"], eprefix=base_settings["EPREFIX"], env=environ)
-        _add_package_use(settings, group.package_use)
-        settings.lock()
-        trees = portage._trees_dict(base)
-        trees._running_eroot, trees._target_eroot = base._running_eroot, target
-        root_trees: dict = {"virtuals": settings.getvirtuals()}
-        root_trees["vartree"] = _with_settings(base[target]["vartree"], settings)
-        root_trees["porttree"] = _porttree_for(base[target]["porttree"], settings)
-        root_trees["bintree"] = base[target]["bintree"]
-        root_trees["root_config"] = RootConfig(settings, root_trees,
-                                               load_default_config(settings, root_trees))
-        trees[target] = root_trees
-        if base._running_eroot != target and "root_config" not in base[base._running_eroot]:
-            running = base[base._running_eroot]
-            running["root_config"] = RootConfig(
-                running["vartree"].settings, running,
-                load_default_config(running["vartree"].settings, running))
-        return trees
-
     def _entry(self, pkg: Package, trees: portage._trees_dict, group: GroupProfile
                ) -> PlanEntry:
         iuse = tuple(sorted(pkg.iuse.all))
@@ -218,7 +188,7 @@ class Planner:
         return PlanEntry(cpv=str(pkg.cpv), repo=pkg.repo, slot=pkg.slot, use=use, iuse=iuse,
                          action=BUILD if build_id is None else BINARY, operation=operation,
                          replaces=replaces, binary_build_id=build_id,
-                         package_use=_matching_package_use(pkg, group.package_use))
+                         package_use=matching_package_use(pkg, group.package_use))
 
     def _populate_bintree(self) -> None:
         if not self._bintree_populated:
@@ -241,62 +211,6 @@ class Planner:
             if set(bin_use_text.split()) & bin_iuse == use:
                 return getattr(instance, "build_id", None) or 0
         return None
-
-
-def _group_environ(base: Mapping[str, str], group: GroupProfile) -> dict[str, str]:
-    """The process environment with the group's variables exported on top, the way
-    `USE=... ABI_X86=... emerge` sees them (USE is incremental, so it adds to make.conf)."""
-    environ = dict(base)
-    for key, value in group.portage_env().items():
-        environ[key] = value
-    return environ
-
-
-def _add_package_use(settings: portage.config, lines: Iterable[PackageUse]) -> None:
-    """Add a group's package.use lines after the user's own (so they win), in the config's
-    private USE manager: the only way to add package.use without writing a file."""
-    lines = list(lines)
-    if not lines:
-        return
-    # A config built from scratch owns its UseManager; clones would share it.
-    pusedict = settings._use_manager._pusedict
-    for line in lines:
-        try:
-            atom = Atom(line.atom, allow_wildcard=True, allow_repo=True)
-        except InvalidAtom:
-            raise ValueError(f"invalid atom in package_use: {line.atom!r}") from None
-        per_cp = pusedict.setdefault(atom.cp, {})
-        per_cp[atom] = tuple(per_cp.get(atom, ())) + line.flags
-
-
-def _matching_package_use(pkg: Package, lines: Iterable[PackageUse]) -> tuple[str, ...]:
-    flags: list[str] = []
-    for line in lines:
-        if match_from_list(Atom(line.atom, allow_wildcard=True, allow_repo=True), [pkg]):
-            flags.extend(line.flags)
-    return tuple(flags)
-
-
-def _with_settings(tree, settings: portage.config):
-    """A shallow copy of a tree that shares its database but carries another config."""
-    clone = copy.copy(tree)
-    clone.settings = settings
-    return clone
-
-
-def _porttree_for(tree, settings: portage.config):
-    """The repositories seen through a group's config. The metadata caches (the costly part)
-    are shared; what depends on the config is fresh: the config that computes a package's
-    USE (doebuild_settings) and the visibility-dependent match cache."""
-    portdb = copy.copy(tree.dbapi)
-    portdb.settings = settings
-    portdb.doebuild_settings = portage.config(clone=settings)
-    portdb._doebuild_settings_lock = asyncio.Lock()
-    portdb.xcache = {}
-    portdb._better_cache = None
-    clone = _with_settings(tree, settings)
-    clone.dbapi = portdb
-    return clone
 
 
 def _operation(pkg: Package, vardb) -> tuple[str, str | None]:

@@ -7,7 +7,6 @@ Tests that build or install more use packages of their own, so they do not coupl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from cq_portage.sandbox.prefix import Prefix, Sandbox

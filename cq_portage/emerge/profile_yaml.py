@@ -1,0 +1,263 @@
+"""The YAML node tree of a config file walked into profile objects, one problem line
+("FILE:LINE: what is wrong") per mistake; nodes keep their line numbers, values do not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cq_portage.emerge.profiles import (DEFAULT_PORT, Config, ConfigError, GroupProfile,
+                                        PackageUse, Server)
+
+# PMS 3.1.4: a USE flag name; "-*" resets in USE, like make.conf.
+_FLAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+_@-]*")
+_ABI_X86_VALUES = ("32", "64", "x32")
+_GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Set by their own keys, or moving Portage to another root: not for a group's env.
+_ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
+_ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
+_TOP_KEYS = ("server", "groups")
+_SERVER_KEYS = ("host", "port")
+_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command")
+
+
+class Validator:
+    """Walks the YAML node tree (which knows its line numbers) and collects problems."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[str] = []
+        self._loader = yaml.SafeLoader("")
+
+    def error(self, node: yaml.Node | None, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.problems.append(f"{self.path}:{line}: {message}")
+
+    def config(self, root: yaml.Node | None) -> Config:
+        top = self.mapping(root, "the config file", _TOP_KEYS)
+        server = None
+        if top is not None and "server" not in top:
+            self.error(root, "no 'server' section: add server: {host: BUILD-HOST, port: 48005}")
+        elif top is not None:
+            server = self.server(*top["server"])
+        groups: dict[str, GroupProfile] = {}
+        if top is not None and "groups" not in top:
+            self.error(root, "no 'groups' section: add groups: {NAME: {use: ...}}")
+        elif top is not None:
+            key_node, value_node = top["groups"]
+            entries = self.mapping(value_node, "'groups'", None)
+            if entries is not None and not entries:
+                self.error(value_node, "'groups' is empty: define at least one group")
+            for name, (name_node, group_node) in (entries or {}).items():
+                if not _GROUP_NAME_RE.fullmatch(name):
+                    self.error(name_node, f"invalid group name {name!r}: use letters, digits, "
+                               "'_', '.', '-'")
+                    continue
+                group = self.group(name, group_node)
+                if group is not None:
+                    groups[name] = group
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert server is not None
+        return Config(path=self.path, server=server, groups=groups)
+
+    def mapping(self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None
+                ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        """A mapping node as {key: (key node, value node)}; None (and a problem) if not one."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping (key: value), not {_kind(node)}")
+            return None
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
+            if not isinstance(key, str):
+                self.error(key_node, f"keys of {what} must be text, not {_kind(key_node)}")
+            elif key in entries:
+                self.error(key_node, f"duplicate key {key!r} in {what}")
+            elif allowed is not None and key not in allowed:
+                self.error(key_node, f"unknown key {key!r} in {what} "
+                           f"(known keys: {', '.join(allowed)})")
+            else:
+                entries[key] = (key_node, value_node)
+        return entries
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return self._loader.construct_object(node, deep=True)
+        return node  # a collection: callers report it with _kind()
+
+    def server(self, key_node: yaml.Node, node: yaml.Node) -> Server | None:
+        entries = self.mapping(node, "'server'", _SERVER_KEYS)
+        if entries is None:
+            return None
+        if "host" not in entries:
+            self.error(node, "'server' has no 'host': name the build host running cq-server")
+            return None
+        host = self.scalar(entries["host"][1])
+        if not isinstance(host, str) or not host.strip():
+            self.error(entries["host"][1], f"'server.host' must be a host name, not {_kind(entries['host'][1])}")
+            return None
+        port = DEFAULT_PORT
+        if "port" in entries:
+            port = self.scalar(entries["port"][1])
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                self.error(entries["port"][1], "'server.port' must be a port number 1-65535")
+                return None
+        return Server(host=host.strip(), port=port)
+
+    def words(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]] | None:
+        """A string of space-separated words or a list of strings, each with its node."""
+        if isinstance(node, yaml.SequenceNode):
+            found = []
+            for item in node.value:
+                value = self.scalar(item)
+                if not isinstance(value, str):
+                    self.error(item, f"{what} entries must be text, not {_kind(item)}")
+                    return None
+                found.extend((word, item) for word in value.split())
+            return found
+        value = self.scalar(node)
+        if value is None:
+            return []
+        if not isinstance(value, str):
+            self.error(node, f"{what} must be a string or a list of strings, not {_kind(node)}")
+            return None
+        return [(word, node) for word in value.split()]
+
+    def group(self, name: str, node: yaml.Node) -> GroupProfile | None:
+        entries = self.mapping(node, f"group {name!r}", _GROUP_KEYS)
+        if entries is None:
+            return None
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        if "use" in entries:
+            values["use"] = self.use_flags(entries["use"][1], f"{name}.use")
+        if "abi_x86" in entries:
+            values["abi_x86"] = self.abi_x86(entries["abi_x86"][1], f"{name}.abi_x86")
+        if "env" in entries:
+            values["env"] = self.env(entries["env"][1], f"{name}.env")
+        if "packages" in entries:
+            values["packages"] = self.packages(entries["packages"][1], f"{name}.packages")
+        if "package_use" in entries:
+            values["package_use"] = self.package_use(entries["package_use"][1],
+                                                     f"{name}.package_use")
+        if "build_command" in entries:
+            values["build_command"] = self.build_command(entries["build_command"][1],
+                                                         f"{name}.build_command")
+        if len(self.problems) > before:
+            return None
+        return GroupProfile(name=name, **values)
+
+    def use_flags(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        flags = []
+        for word, word_node in self.words(node, what) or []:
+            if word == "-*" or _FLAG_RE.fullmatch(word.removeprefix("-")):
+                flags.append(word)
+            else:
+                self.error(word_node, f"{what}: {word!r} is not a USE flag "
+                           "(letters, digits, '+', '_', '@', '-'; optional leading '-')")
+        return tuple(flags)
+
+    def abi_x86(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        values = []
+        for word, word_node in self.words(node, what) or []:
+            if word not in _ABI_X86_VALUES:
+                self.error(word_node, f"{what}: {word!r} is not an ABI_X86 value "
+                           f"({', '.join(_ABI_X86_VALUES)})")
+            values.append(word)
+        return tuple(values)
+
+    def env(self, node: yaml.Node, what: str) -> dict[str, str]:
+        entries = self.mapping(node, what, None)
+        variables: dict[str, str] = {}
+        for key, (key_node, value_node) in (entries or {}).items():
+            if not _VAR_NAME_RE.fullmatch(key):
+                self.error(key_node, f"{what}: {key!r} is not a variable name")
+            elif key in _ENV_OWN_KEY:
+                self.error(key_node, f"{what}: set {key} with the group's "
+                           f"'{_ENV_OWN_KEY[key]}' key")
+            elif key in _ENV_FORBIDDEN:
+                self.error(key_node, f"{what}: {key} cannot be set per group (it moves Portage "
+                           "to another root); set it in cq-emerge's environment")
+            else:
+                words = self.words(value_node, f"{what}.{key}")
+                if words is not None:
+                    variables[key] = " ".join(word for word, _ in words)
+        return variables
+
+    def packages(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        from portage.dep import Atom  # lazy: importing portage reads PORTAGE_OVERRIDE_EPREFIX
+        from portage.exception import InvalidAtom
+
+        targets = []
+        words = self.words(node, what)
+        if words == []:
+            self.error(node, f"{what} is empty: leave it out for @world")
+        for word, word_node in words or []:
+            if not word.startswith("@"):
+                try:
+                    Atom(word, allow_repo=True)
+                except InvalidAtom:
+                    self.error(word_node, f"{what}: {word!r} is neither a package atom "
+                               "nor a @set")
+                    continue
+            targets.append(word)
+        return tuple(targets)
+
+    def package_use(self, node: yaml.Node, what: str) -> tuple[PackageUse, ...]:
+        from portage.dep import Atom
+        from portage.exception import InvalidAtom
+
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, f"{what} must be a list of \"ATOM FLAG...\" lines, not {_kind(node)}")
+            return ()
+        lines = []
+        for item in node.value:
+            value = self.scalar(item)
+            if not isinstance(value, str) or len(value.split()) < 2:
+                self.error(item, f"{what}: each entry must be \"ATOM FLAG...\" text")
+                continue
+            atom, *flags = value.split()
+            try:
+                Atom(atom, allow_wildcard=True, allow_repo=True)
+            except InvalidAtom:
+                self.error(item, f"{what}: {atom!r} is not a package atom")
+                continue
+            bad = [f for f in flags if not _FLAG_RE.fullmatch(f.removeprefix("-"))]
+            for flag in bad:
+                self.error(item, f"{what}: {flag!r} is not a USE flag")
+            if not bad:
+                lines.append(PackageUse(atom=atom, flags=tuple(flags)))
+        return tuple(lines)
+
+    def build_command(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, f"{what} must be a list of arguments (argv), not {_kind(node)}")
+            return ()
+        argv = []
+        for item in node.value:
+            value = self.scalar(item)
+            if not isinstance(value, str) or not value:
+                self.error(item, f"{what}: arguments must be non-empty text")
+                return ()
+            argv.append(value)
+        if not argv:
+            self.error(node, f"{what} is empty")
+        return tuple(argv)
+
+
+def _kind(node: yaml.Node | None) -> str:
+    if node is None:
+        return "nothing"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"str": f"text {node.value!r}", "int": f"a number ({node.value})",
+            "float": f"a number ({node.value})", "bool": f"a boolean ({node.value})",
+            "null": "empty"}.get(tag, repr(node.value))
