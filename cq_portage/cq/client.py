@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import cq_pb2 as pb
 from .auth import Munge
-from .transport import Connection, NotConnected, TransportError
+from .transport import Connection, NoAnswer, NotConnected, TransportError
 from .wire import DEFAULT_PORT, Op, State, Status, build_request, parse_reply
 
 WAIT_SECONDS = 20
@@ -27,6 +27,10 @@ class ClientError(Exception):
 
 class ServerUnreachable(ClientError):
     pass
+
+
+class ServerSilent(ServerUnreachable):
+    """Connected, but no answer."""
 
 
 class Refused(ClientError):
@@ -63,12 +67,6 @@ class Outcome:
 class Submitted:
     job_id: int
     merged: bool
-
-
-def payload_op(payload: bytes) -> int:
-    msg = pb.cq_req()
-    msg.ParseFromString(payload)
-    return msg.op
 
 
 def env_pairs(env: Mapping[str, str] | Iterable[str]) -> list[str]:
@@ -108,9 +106,8 @@ class Client:
                     f"(is it running? is the address right?)") from None
             except TransportError as e:
                 if time.monotonic() >= deadline:
-                    raise ServerUnreachable(f"cq-server at {self.address}: {e}" + (
-                        " (an original cq server answers only when the job ends: use --legacy)"
-                        if payload_op(payload) == Op.SUBMIT else "")) from None
+                    kind = ServerSilent if isinstance(e, NoAnswer) else ServerUnreachable
+                    raise kind(f"cq-server at {self.address}: {e}") from None
                 time.sleep(0.2)
                 continue
             if rep.HasField("protocol") and rep.internal_status < 0 and not rep.HasField("state"):
@@ -127,7 +124,11 @@ class Client:
         """
         payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=uuid.uuid4().hex,
                                 dedupe_key=dedupe_key)
-        rep = self._call(payload, answer_timeout=None if legacy else self.timeout)
+        try:
+            rep = self._call(payload, answer_timeout=None if legacy else self.timeout)
+        except ServerSilent as e:
+            raise ServerSilent(f"{e} (an original cq server answers only when the job "
+                                    "has ended: use --legacy to wait for it)") from None
         if not rep.HasField("protocol"):
             return Outcome.from_reply(rep)
         return Submitted(rep.job_id, rep.merged)

@@ -23,6 +23,10 @@ class NotConnected(TransportError):
     pass
 
 
+class NoAnswer(TransportError):
+    pass
+
+
 class Connection:
     def __init__(self, endpoint: str, context: zmq.Context | None = None):
         self.endpoint = endpoint
@@ -75,7 +79,7 @@ class Connection:
             if limit is not None and elapsed >= limit:
                 if not self.connected:
                     raise NotConnected(f"no connection within {connect_timeout:g}s")
-                raise TransportError(f"no answer within {answer_timeout:g}s")
+                raise NoAnswer(f"connected, but no answer within {answer_timeout:g}s")
             wait = 1.0 if limit is None else min(1.0, limit - elapsed)
             events = dict(poller.poll(max(1, int(wait * 1000))))
             if self.monitor in events:

@@ -1,0 +1,88 @@
+"""A throwaway cq-server process on 127.0.0.1, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..cq.auth import Munge
+from ..cq.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class CqServer:
+    folder: Path
+    munge_socket: str
+    config: dict = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the server's environment (default: ours)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.folder / "state"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "server.log"
+
+    def client(self, timeout: float = 10.0, munge_socket: str | None = None) -> Client:
+        return Client("127.0.0.1", self.port, Munge(munge_socket or self.munge_socket), timeout)
+
+    def argv(self) -> list[str]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "cq-server.yaml"
+        config.write_text(yaml.safe_dump(self.config))
+        return [sys.executable, "-m", "cq_portage.cq.server_cli", "-h", "127.0.0.1",
+                "-p", str(self.port), "--state-dir", str(self.state_dir),
+                "--munge-socket", self.munge_socket, "--config", str(config)]
+
+    def start(self, timeout: float = 15.0) -> "CqServer":
+        self.process = subprocess.Popen(self.argv(), env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL,
+                                        stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cq-server exited: {self.log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("cq-server did not start listening")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """kill -9: what a crash looks like."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode if self.process else None
+
+    def __enter__(self) -> "CqServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from cq_portage.cq.auth import Munge
+from cq_portage.sandbox.server import CqServer
+
+
+@pytest.fixture
+def make_server(tmp_path, munged):
+    """Start cq-server processes; all are stopped after the test."""
+    started = []
+
+    def make(config: dict | None = None, folder: str = "server", **kw) -> CqServer:
+        server = CqServer(tmp_path / folder, munged.socket, config or {}, **kw).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+@pytest.fixture
+def client(server):
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture
+def munge(munged):
+    return Munge(munged.socket)
