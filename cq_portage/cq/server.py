@@ -92,8 +92,9 @@ class Server:
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
-        # A hard cap against memory exhaustion; below it, oversized requests get an answer.
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.limits.max_request_bytes)
+        # A hard cap against memory exhaustion (the peer is disconnected); below it, oversized
+        # requests get an answer. MUNGE's own limit on a credential is 1 MiB.
+        sock.setsockopt(zmq.MAXMSGSIZE, max(4 << 20, 4 * self.config.limits.max_request_bytes))
         sock.setsockopt(zmq.HEARTBEAT_IVL, 10000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
         endpoint = f"tcp://{self.config.host}:{self.config.port}"

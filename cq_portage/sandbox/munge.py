@@ -26,6 +26,7 @@ class Munged:
     folder: Path
     key: Path | None = None  # share a key to make two daemons one realm
     threads: int = 2
+    mode: int = 0o700  # 0o755 lets other users (a test's unprivileged client) reach the socket
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -34,7 +35,7 @@ class Munged:
 
     def start(self, timeout: float = 10.0) -> "Munged":
         self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
+        os.chmod(self.folder, self.mode)
         if self.key is None:
             self.key = self.folder / "munge.key"
             subprocess.run([_find("mungekey"), "--create", "--keyfile", str(self.key)],

@@ -11,8 +11,10 @@ def make_server(tmp_path, munged):
     """Start cq-server processes; all are stopped after the test."""
     started = []
 
-    def make(config: dict | None = None, folder: str = "server", **kw) -> CqServer:
-        server = CqServer(tmp_path / folder, munged.socket, config or {}, **kw).start()
+    def make(config: dict | None = None, folder: str = "server", munge_socket=None,
+             **kw) -> CqServer:
+        server = CqServer(tmp_path / folder, munge_socket or munged.socket, config or {},
+                          **kw).start()
         started.append(server)
         return server
 

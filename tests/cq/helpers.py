@@ -13,3 +13,20 @@ def cq_client(server, *args: str, timeout: float = 60, **kw) -> subprocess.Compl
     argv = [str(BIN / "cq-client"), "-h", "127.0.0.1", "-p", str(server.port),
             "--munge-socket", server.munge_socket, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def raw_exchange(port: int, frame: bytes, timeout: float = 10.0):
+    """Send one frame with a REQ socket, as the original client does; return the cq_rep."""
+    import zmq
+
+    from cq_portage.cq.wire import parse_reply
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        sock.send(frame)
+        assert sock.poll(int(timeout * 1000)), "the server did not answer"
+        return parse_reply(sock.recv())
+    finally:
+        sock.close()

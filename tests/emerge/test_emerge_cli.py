@@ -59,11 +59,22 @@ def test_pretend_json(world, config):
     assert {tuple(j["groups"]) for j in document["jobs"]} == {("web",), ("db",)}
 
 
+def test_forked_planning_equals_planning_in_one_process(world, config):
+    """Several groups are resolved in forked children (one per CPU) unless --jobs=1."""
+    args = ["--config", str(config), "-p", "--json", "-g", "web", "-g", "db"]
+    forked = cq_emerge(world.client, *args)
+    single = cq_emerge(world.client, *args, "--jobs=1")
+    assert forked.returncode == single.returncode == 0, forked.stderr + single.stderr
+    assert json.loads(forked.stdout) == json.loads(single.stdout)
+    assert [p["group"] for p in json.loads(forked.stdout)["plans"]] == ["web", "db"]
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "name a group with --group NAME, or use --all-groups"),
     (["-g", "web", "--all-groups"], "--group and --all-groups exclude each other"),
     (["-g", "web", "-v", "-q"], "--verbose and --quiet exclude each other"),
     (["-g", "web", "--bogus"], "unrecognized arguments: --bogus"),
+    (["-g", "web", "--jobs=0"], "--jobs must be at least 1"),
 ])
 def test_usage_errors_exit_2(world, config, args, message):
     done = cq_emerge(world.client, "--config", str(config), "-p", *args)

@@ -6,6 +6,7 @@ empty plan can never pass by agreeing with an empty baseline), then compares cq-
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 
 import pytest
@@ -122,3 +123,35 @@ def test_two_instances_of_one_version(world, tmp_path):
     }, "app-misc/twoinst")
     assert [p["action"] for p in plans["gui"] + plans["nogui"]] == ["binary", "binary"]
     assert plans["gui32"][0]["action"] == "build"
+
+
+def test_root_is_honoured(world, tmp_path):
+    """ROOT moves the installed-package database (and world) elsewhere, as for emerge."""
+    eroot = tmp_path / "root" / str(world.client.path).lstrip("/")
+    (eroot / "var/db/pkg").mkdir(parents=True)
+    (eroot / "var/lib/portage").mkdir(parents=True)
+    (eroot / "var/lib/portage/world").write_text("app-misc/optdep\napp-misc/bump\n")
+    env = {"ROOT": str(tmp_path / "root"), "USE": "extra"}
+    expected = emerge_plan(world.client, ["@world"], env)
+    assert _shows(expected, "dev-libs/extradep-1.0") and _shows(expected, "app-misc/bump-2.0")
+
+    config = write_config(tmp_path, {"g": {"use": "extra"}})
+    plan = cq_plans(world.client, config, "g", env={"ROOT": str(tmp_path / "root")})
+    packages = plan["plans"][0]["packages"]
+    assert [(p["cpv"], frozenset(p["use"])) for p in packages] == \
+        [(line.cpv, line.use) for line in expected]
+    assert {p["operation"] for p in packages} == {"new"}  # nothing installed in ROOT
+
+
+def test_portage_configroot_is_honoured(world, tmp_path):
+    """PORTAGE_CONFIGROOT points at another etc/portage (here: one with a package.use)."""
+    root = tmp_path / "configroot"
+    shutil.copytree(world.client.config_dir, root / "etc/portage", symlinks=True)
+    (root / "etc/portage/package.use").write_text("app-misc/pkguse ssl\n")
+    env = {"PORTAGE_CONFIGROOT": str(root)}
+    expected = emerge_plan(world.client, ["app-misc/pkguse"], env)
+    assert _shows(expected, "app-misc/pkguse-1.0 +ssl")
+    config = write_config(tmp_path, {"g": {"packages": ["app-misc/pkguse"]}})
+    packages = cq_plans(world.client, config, "g", env=env)["plans"][0]["packages"]
+    assert [(p["cpv"], frozenset(p["use"])) for p in packages] == \
+        [(line.cpv, line.use) for line in expected]
