@@ -208,7 +208,7 @@ class Planner:
             bin_iuse = {flag.lstrip("+-") for flag in bin_iuse_text.split()}
             if repo and repo != pkg.repo or bin_iuse != iuse:
                 continue
-            if True:
+            if set(bin_use_text.split()) & bin_iuse == use:
                 return getattr(instance, "build_id", None) or 0
         return None
 
