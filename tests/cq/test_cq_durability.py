@@ -1,0 +1,79 @@
+"""kill -9 the server: nothing accepted is lost, nothing is silently re-run."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from cq_portage.cq.wire import Status
+
+from helpers import cq_client
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_running(client, job_id):
+    while client.status(job_id).state != 2:  # RUNNING
+        time.sleep(0.02)
+
+
+def test_kill_9_while_running_then_restart(server, tmp_path):
+    trace = tmp_path / "trace"
+    with server.client() as client:
+        done = client.submit(["sh", "-c", f"echo done >> {trace}"]).job_id
+        assert client.wait(done).ok
+        # The long job records its pid so we can tell whether it outlived the server.
+        long = client.submit(["sh", "-c", f"echo long-started >> {trace}; echo $$ > "
+                                          f"{tmp_path}/pid; sleep 60"]).job_id
+        queued = [client.submit(["sh", "-c", f"echo {i} >> {trace}"]).job_id for i in range(4)]
+        wait_running(client, long)
+        while not (tmp_path / "pid").exists():
+            time.sleep(0.02)
+    server.kill()
+    orphan = int((tmp_path / "pid").read_text())
+    server.start()
+    with server.client() as client:
+        interrupted = client.wait(long)
+        assert interrupted.state == "interrupted"
+        assert interrupted.internal_status == Status.INTERRUPTED
+        assert "not re-run" in interrupted.error
+        for job_id in queued:
+            assert client.wait(job_id).ok
+        assert client.status(done).exit_status == 0 and client.status(done).state == 3  # DONE
+    assert trace.read_text().split() == ["done", "long-started", "0", "1", "2", "3"]
+    assert not alive(orphan), "the interrupted job's process was left running"
+
+
+def test_cli_wait_survives_a_server_restart(server, tmp_path):
+    with server.client() as client:
+        blocker = client.submit(["sleep", "1.5"]).job_id
+        job = client.submit(["sh", "-c", "exit 42"]).job_id
+        wait_running(client, blocker)
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(
+        r=cq_client(server, "--timeout", "20", "--wait", str(job))))
+    waiter.start()
+    time.sleep(0.5)
+    server.kill()
+    time.sleep(1.0)
+    server.start()
+    waiter.join(60)
+    assert result["r"].returncode == 42, result["r"].stderr
+
+
+def test_detached_client_learns_result_after_restart(server):
+    submitted = cq_client(server, "--detach", "--", "sh", "-c", "exit 3")
+    job = submitted.stdout.strip()
+    with server.client() as client:
+        client.wait(int(job))
+    server.stop()
+    server.start()
+    assert cq_client(server, "--wait", job).returncode == 3
+    assert "exit status 3" in cq_client(server, "--status", job).stdout
