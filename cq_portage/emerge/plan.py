@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import portage
+import portage.const
 import portage.output
 from _emerge.actions import display_missing_pkg_set
 from _emerge.create_depgraph_params import create_depgraph_params
@@ -96,6 +97,15 @@ class PlanError(Exception):
         return (PlanError, (self.group, self.report))
 
 
+class PortageSetupError(Exception):
+    """Portage could not load its configuration (EPREFIX, ROOT, PORTAGE_CONFIGROOT)."""
+
+    def __init__(self, problem: str, output: str = ""):
+        self.problem = problem
+        self.output = output.strip("\n")
+        super().__init__(problem)
+
+
 @dataclass
 class _Setup:
     """Portage's configuration and trees as emerge loads them, shared by every group."""
@@ -116,9 +126,20 @@ class Planner:
         portage.output.nocolor()  # its messages end up in reports and logs, not a terminal
         kwargs = {k: environ[var] for k, var in _ROOT_VARS if environ.get(var)}
         with _captured() as output:
-            trees = portage.create_trees(env=environ, **kwargs)
+            try:
+                trees = portage.create_trees(env=environ, **kwargs)
+                self._setup = _Setup(environ=environ, trees=trees)
+            except Exception as error:  # noqa: BLE001 - a broken setup fails in many ways
+                where = ", ".join(f"{var}={environ[var]}" for _, var in _ROOT_VARS
+                                  if environ.get(var)) or f"EPREFIX={portage.const.EPREFIX}"
+                raise PortageSetupError(f"{type(error).__name__}: {error} ({where})",
+                                        output.getvalue()) from None
         _log_output(output)
-        self._setup = _Setup(environ=environ, trees=trees)
+        if not self.settings.profiles:
+            raise PortageSetupError(
+                "no profile: make.profile is missing or broken in "
+                f"{self.settings['PORTAGE_CONFIGROOT'].rstrip('/')}/etc/portage",
+                output.getvalue())
         self._bintree_populated = False
 
     @property

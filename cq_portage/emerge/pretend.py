@@ -36,10 +36,15 @@ def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys
                 stderr: TextIO = sys.stderr) -> int:
     # Imported here: importing Portage must wait until the command line has been checked.
     from cq_portage.emerge.forked import ChildFailed
-    from cq_portage.emerge.plan import Planner, PlanError
+    from cq_portage.emerge.plan import Planner, PlanError, PortageSetupError
 
     try:
         results = Planner().plan_all(groups, jobs=output.jobs)
+    except PortageSetupError as error:
+        if error.output and output.verbose:
+            stderr.write(error.output + "\n")
+        stderr.write(f"cq-emerge: cannot load Portage's configuration: {error.problem}\n")
+        return EXIT_FAILURE
     except ChildFailed as error:
         stderr.write(f"!!! cq-emerge: {error}\n")
         return EXIT_FAILURE

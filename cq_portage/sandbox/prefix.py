@@ -155,12 +155,17 @@ class Prefix:
     def emerge(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run real emerge in this prefix; `env` adds variables (USE=..., ABI_X86=...)."""
-        argv = [tool("emerge"), "--color=n", "--nospinner", *args]
-        log.debug("%s: %s", self.name, " ".join(argv))
+        log.debug("%s: emerge %s", self.name, " ".join(args))
+        return self.run(tool("emerge"), "--color=n", "--nospinner", *args, env=env,
+                        check=check, timeout=timeout)
+
+    def run(self, *argv: str, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Any command (cq-emerge, an install script, portageq) against this prefix."""
         done = subprocess.run(argv, env=self.env(**(env or {})), cwd=self.path, text=True,
                               capture_output=True, timeout=timeout)
         if check and done.returncode != 0:
-            raise RuntimeError(f"emerge {' '.join(args)} failed in prefix {self.name} "
+            raise RuntimeError(f"{' '.join(argv)} failed in prefix {self.name} "
                                f"(exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
 

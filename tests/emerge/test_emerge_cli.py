@@ -116,3 +116,15 @@ def test_resolution_problems_reported_like_emerge(world, tmp_path, targets):
     as_json = json.loads(cq_emerge(world.client, "--config", str(config), "-p", "--json",
                                    "-g", "g").stdout)
     assert as_json["plans"] == [] and as_json["errors"][0]["group"] == "g"
+
+
+def test_broken_portage_setup_is_one_line_not_a_traceback(world, tmp_path, config):
+    """A prefix folder that is not a Portage installation, and one without a profile."""
+    broken = world.sandbox.add_prefix("no-profile")
+    (broken.config_dir / "make.profile").unlink()
+    for env in ({"PORTAGE_OVERRIDE_EPREFIX": str(tmp_path / "nothing")}, {}):
+        done = cq_emerge(broken, "--config", str(config), "-p", "-g", "web", env=env)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("cq-emerge: cannot load Portage's configuration: ")
+    assert "no profile: make.profile is missing" in done.stderr
