@@ -142,9 +142,8 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    parser_keep = args.keep
-    with tempfile.TemporaryDirectory(prefix="cq-bench-") as tmp:
-        tmp = parser_keep or tmp
+    with tempfile.TemporaryDirectory(prefix="cq-bench-") as scratch:
+        tmp = args.keep or scratch
         sandbox = Sandbox(Path(tmp)).create()
         ebuilds, packages = generate(args.packages, rng)
         sandbox.repository.add(*ebuilds)

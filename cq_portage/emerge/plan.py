@@ -197,8 +197,23 @@ class Planner:
                 except PlanError as error:
                     results.append(error)
             return results
-        self._populate_bintree()  # once, before the children copy this process
+        self._warm_shared_caches()
         return map_forked(self.plan, groups, jobs, expected=(PlanError,))
+
+    def _warm_shared_caches(self) -> None:
+        """Load, once and before forking, what every group's resolution reads: the PKGDIR
+        index, the installed packages' metadata and the repository metadata of their
+        packages. Children inherit it instead of each reading it from disk again."""
+        self._populate_bintree()
+        root_trees = self._setup.trees[self._setup.trees._target_eroot]
+        vardb, portdb = root_trees["vartree"].dbapi, root_trees["porttree"].dbapi
+        with _captured() as output:
+            for cpv in vardb.cpv_all():
+                vardb.aux_get(cpv, list(vardb._aux_cache_keys))
+            for cp in vardb.cp_all():
+                for cpv in portdb.cp_list(cp):
+                    portdb.aux_get(cpv, list(portdb._aux_cache_keys))
+        _log_output(output)
 
     def _entry(self, pkg: Package, trees: portage._trees_dict, group: GroupProfile
                ) -> PlanEntry:
