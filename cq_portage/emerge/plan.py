@@ -147,16 +147,16 @@ class Planner:
         return self._setup.settings
 
     def plan(self, group: GroupProfile) -> Plan:
-        trees = group_trees(self._setup.trees, self._setup.environ, group)
-        root = trees._target_eroot
-        settings = trees[root]["vartree"].settings
-        argv = [*shlex.split(settings.get("EMERGE_DEFAULT_OPTS", "")), *UPDATE_OPTIONS,
-                *group.packages]
-        action, opts, files = parse_opts(argv, silent=True)
-        params = create_depgraph_params(opts, action)
-        spinner = stdout_spinner()
-        spinner.mode = stdout_spinner.QUIET
         with _captured() as output:
+            trees = group_trees(self._setup.trees, self._setup.environ, group)
+            root = trees._target_eroot
+            settings = trees[root]["vartree"].settings
+            argv = [*shlex.split(settings.get("EMERGE_DEFAULT_OPTS", "")), *UPDATE_OPTIONS,
+                    *group.packages]
+            action, opts, files = parse_opts(argv, silent=True)
+            params = create_depgraph_params(opts, action)
+            spinner = stdout_spinner()
+            spinner.mode = stdout_spinner.QUIET
             try:
                 success, graph, _ = backtrack_depgraph(settings, trees, opts, params, action,
                                                        files, spinner)
