@@ -69,8 +69,7 @@ class Munge:
         try:
             return self._context().encode(payload)
         except pymunge.MungeError as e:
-            raise AuthError(f"cannot create a MUNGE credential: {e.message} "
-                            f"(is munged running{' on ' + self.socket if self.socket else ''}?)",
+            raise AuthError(f"cannot create a MUNGE credential: {e.message}",
                             server_side=True) from None
 
     def decode(self, cred: bytes) -> Credential:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .wire import BadRequest
 
@@ -22,9 +23,15 @@ DEFAULT_DENY = (
 @dataclass(frozen=True)
 class EnvPolicy:
     deny: tuple[str, ...] = DEFAULT_DENY
+    _match: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One regular expression for all patterns: this runs for every variable of every job.
+        pattern = "|".join(fnmatch.translate(p) for p in self.deny) or "(?!)"
+        object.__setattr__(self, "_match", re.compile(pattern))
 
     def denied(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.deny)
+        return self._match.match(name) is not None
 
     def check_request(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Refuse, rather than silently drop, a request that sets a denied variable."""
@@ -32,8 +39,12 @@ class EnvPolicy:
             if self.denied(name):
                 raise BadRequest(f"environment variable {name} is not allowed by the server")
 
-    def effective(self, server_env: Mapping[str, str],
+    def filter(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in env.items() if not self.denied(k)}
+
+    def effective(self, base: Mapping[str, str],
                   pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-        env = {k: v for k, v in server_env.items() if not self.denied(k)}
+        """`base` already filtered (see `filter`), with the request's pairs on top."""
+        env = dict(base)
         env.update((k, v) for k, v in pairs if not self.denied(k))
         return env

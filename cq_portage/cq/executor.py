@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,17 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def kill_orphan(pid: int, start: str | None) -> bool:
-    """Kill the process group of a job left running by a dead server, if it is still there."""
-    if start is None or process_start(pid) != start:
+def kill_orphan(running_file: Path, job_id: int) -> bool:
+    """Kill the process group of job `job_id` left running by a dead server, if it is still
+    there: `running_file` names the pid and its start time, so a reused pid is left alone."""
+    try:
+        recorded_job, pid, start = running_file.read_text().split()
+    except (OSError, ValueError):
+        return False
+    if int(recorded_job) != job_id or process_start(int(pid)) != start:
         return False
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(int(pid), signal.SIGKILL)
     except ProcessLookupError:
         return False
     return True
@@ -49,13 +53,18 @@ class Executor:
     policy: EnvPolicy = EnvPolicy()
     server_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     workdir: str = "/"
+    running_file: Path | None = None  # which process runs which job, for after a crash
+    base_env: dict[str, str] = field(init=False, repr=False)
     _current: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _stopping: str | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def run(self, job: Job, on_start: Callable[[int], None] = lambda pid: None) -> Result:
+    def __post_init__(self) -> None:
+        self.base_env = self.policy.filter(self.server_env)
+
+    def run(self, job: Job) -> Result:
         """Run `job` to its end (blocking; the server calls it in a worker thread)."""
-        env = self.policy.effective(self.server_env, job.env)
+        env = self.policy.effective(self.base_env, job.env)
         log_path = Path(job.log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         ids = {}
@@ -77,7 +86,9 @@ class Executor:
                 msg = f"cannot execute {job.command!r}: {reason}"
                 out.write(f"cq: {msg}\n".encode())
                 return Result(JobState.FAILED, Status.EXEC_FAILED, 127, msg)
-        on_start(proc.pid)
+        if self.running_file:
+            # Not fsync'd: it only serves to clean up after a crash of the server.
+            self.running_file.write_text(f"{job.id} {proc.pid} {process_start(proc.pid)}\n")
         returncode = proc.wait()
         with self._lock:
             self._current, stopping = None, self._stopping

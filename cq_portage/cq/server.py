@@ -24,7 +24,7 @@ import zmq.asyncio
 from . import hook
 from .auth import AuthError, Credential, Munge
 from .config import REQUESTER, ServerConfig
-from .executor import Executor, kill_orphan, process_start
+from .executor import Executor, kill_orphan
 from .job import Job, JobState, RunAs
 from .store import Store, Submission
 from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
@@ -70,19 +70,21 @@ class Server:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.config.state_dir / "logs"
         self.store = Store(self.config.state_dir / "cq.db")
-        self.executor = Executor(self.config.env_policy)
+        self.executor = Executor(self.config.env_policy,
+                                 running_file=self.config.state_dir / "running")
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
         self._runner = ThreadPoolExecutor(1, thread_name_prefix="job")
         self._wake = asyncio.Event()
+        self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
         self._stop = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------
 
     def recover(self) -> None:
-        for orphan in self.store.recover():
-            killed = orphan.pid and kill_orphan(orphan.pid, orphan.pid_start)
+        for job in self.store.recover():
+            killed = kill_orphan(self.executor.running_file, job.id)
             log.warning("job %d was running when the server stopped: marked interrupted%s",
-                        orphan.job.id, " (its leftover processes were killed)" if killed else "")
+                        job.id, " (its leftover processes were killed)" if killed else "")
         cutoff = time.time() - self.config.keep_days * 86400
         for path in self.store.prune(cutoff):
             Path(path).unlink(missing_ok=True)
@@ -114,9 +116,11 @@ class Server:
             on_ready()
         runner = asyncio.create_task(self._run_jobs())
         receiver = asyncio.create_task(self._receive())
+        handler = asyncio.create_task(self._handle())
         await self._stop.wait()
         log.info("stopping: no new requests")
         receiver.cancel()
+        handler.cancel()
         await self._finish_running()
         runner.cancel()
         sock.close(linger=1000)
@@ -143,15 +147,22 @@ class Server:
     # -- requests -----------------------------------------------------------------------
 
     async def _receive(self) -> None:
+        """Take frames off the socket and start decoding each at once, in a worker thread."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.sock.recv_multipart(copy=False)]
-            while len(batch) < BATCH and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                batch.append(await self.sock.recv_multipart(copy=False))
-            outcomes = await asyncio.gather(
-                *(loop.run_in_executor(self._decoders, self._authenticate, f) for f in batch))
+            frames = await self.sock.recv_multipart(copy=False)
+            await self._inbox.put(
+                (frames, loop.run_in_executor(self._decoders, self._authenticate, frames)))
+
+    async def _handle(self) -> None:
+        """Handle decoded requests in arrival order, a batch at a time: one commit a batch."""
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
             submissions = []
-            for frames, outcome in zip(batch, outcomes):
+            for frames, decoding in batch:
+                outcome = await decoding
                 envelope = [f.bytes for f in frames[:-1]]
                 if isinstance(outcome, Refusal):
                     log.warning("refused request from %s: %s", _peer(frames), outcome.reason)
@@ -311,13 +322,7 @@ class Server:
                 await self._wake.wait()
                 continue
             self.running = job
-
-            def started(pid: int, job_id: int = job.id) -> None:
-                start = process_start(pid)
-                loop.call_soon_threadsafe(self.store.set_pid, job_id, pid, start)
-
-            job.result = await loop.run_in_executor(self._runner, self.executor.run, job,
-                                                    started)
+            job.result = await loop.run_in_executor(self._runner, self.executor.run, job)
             ended = job
             if self._stop.is_set():
                 self.store.finish(job)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     key TEXT NOT NULL, dedupe_key TEXT,
     submitted REAL NOT NULL, started REAL, finished REAL,
     internal_status INTEGER, exit_status INTEGER, error TEXT,
-    log_path TEXT, pid INTEGER, pid_start TEXT,
+    log_path TEXT,
     waiters INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
@@ -53,15 +53,6 @@ class Submission:
 class Accepted:
     job_id: int
     merged: bool
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """A job that was running when the server died."""
-
-    job: Job
-    pid: int | None
-    pid_start: str | None
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -100,7 +91,7 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    def recover(self) -> list[Orphan]:
+    def recover(self) -> list[Job]:
         """Jobs left running by a dead server end as interrupted; they are never re-run."""
         with self._tx():
             rows = self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
@@ -108,7 +99,7 @@ class Store:
                 "UPDATE jobs SET state = 'interrupted', finished = ?, internal_status = ?, "
                 "error = 'the server stopped while the job ran; it was not re-run' "
                 "WHERE state = 'running'", (time.time(), int(Status.INTERRUPTED)))
-        return [Orphan(_job(r), r["pid"], r["pid_start"]) for r in rows]
+        return [_job(r) for r in rows]
 
     def submit(self, batch: list[Submission]) -> list[Accepted]:
         """Store a batch in one transaction: one fsync however many arrived together."""
@@ -175,13 +166,8 @@ class Store:
         job.state, job.finished = r.state, time.time()
         self.db.execute(
             "UPDATE jobs SET state = ?, finished = ?, internal_status = ?, exit_status = ?,"
-            " error = ?, pid = NULL WHERE id = ?",
+            " error = ? WHERE id = ?",
             (r.state.value, job.finished, r.internal_status, r.exit_status, r.error, job.id))
-
-    def set_pid(self, job_id: int, pid: int, pid_start: str | None) -> None:
-        # Not fsync'd on its own: it only helps clean up after a crash.
-        self.db.execute("UPDATE jobs SET pid = ?, pid_start = ? WHERE id = ?",
-                        (pid, pid_start, job_id))
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

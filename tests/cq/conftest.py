@@ -37,3 +37,16 @@ def client(server):
 @pytest.fixture
 def munge(munged):
     return Munge(munged.socket)
+
+
+@pytest.fixture
+def open_dir():
+    """A folder any user can write to (pytest's own tmp folders are root-only)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="cq-open-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -133,3 +133,49 @@ def test_cli_usage_errors_exit_2(server):
     assert cq_client(server).returncode == 2
     assert cq_client(server, "-E", "BAD", "--", "true").returncode == 2
     assert cq_client(server, "--status", "1", "--", "true").returncode == 2
+
+
+def test_cli_against_a_server_that_never_answers_gives_one_line(munged):
+    import zmq
+
+    from cq_portage.sandbox.server import free_port
+
+    class Silent:  # accepts connections, reads requests, never answers
+        port = free_port()
+        munge_socket = munged.socket
+
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind(f"tcp://127.0.0.1:{Silent.port}")
+    try:
+        start = time.monotonic()
+        result = cq_client(Silent, "--timeout", "1", "--status", "1")
+        assert result.returncode == 1 and time.monotonic() - start < 10
+        assert result.stderr.count("\n") == 1 and "no answer within 1s" in result.stderr
+    finally:
+        sock.close(0)
+
+
+def test_jobs_run_as_the_configured_user(make_server, open_dir):
+    out = open_dir
+    server = make_server({"run_as": "nobody"})
+    with server.client() as client:
+        assert client.run(["sh", "-c", f"id -u > {out}/uid; id -g > {out}/gid"]).ok
+        assert client.status(1).run_as == "65534:65534"
+    assert (out / "uid").read_text() == "65534\n"
+
+
+def test_cli_cancel(server, tmp_path):
+    job = cq_client(server, "--detach", "--", "sleep", "30").stdout.strip()
+    while "running" not in cq_client(server, "--status", job).stdout:
+        time.sleep(0.05)
+    assert cq_client(server, "--cancel", job).returncode == 0
+    assert cq_client(server, "--wait", job).returncode == 255
+    assert "cancelled" in cq_client(server, "--status", job).stdout
+    other = cq_client(server, "--cancel", job)
+    assert other.returncode == 1 and "already ended" in other.stderr
+
+
+def test_cli_without_munged_says_so(server, tmp_path):
+    result = cq_client(server, "--munge-socket", str(tmp_path / "nope"), "--", "true")
+    assert result.returncode == 255 and result.stderr.count("\n") == 1
+    assert "cannot create a MUNGE credential" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -79,6 +80,7 @@ def public_munged():
     os.chmod(folder, 0o755)
     with Munged(folder / "m", mode=0o755) as daemon:
         yield daemon
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def nobody_credential(socket: str, payload: bytes) -> bytes:
@@ -90,9 +92,8 @@ def nobody_credential(socket: str, payload: bytes) -> bytes:
 
 
 def test_unauthorized_user_is_refused_then_allowed_by_group_and_run_as_requester(
-        make_server, public_munged, tmp_path):
-    out = Path(tempfile.mkdtemp(prefix="cq-out-"))
-    os.chmod(out, 0o777)
+        make_server, public_munged, open_dir):
+    out = open_dir
     job = build_request(Op.SUBMIT, ["sh", "-c", f"id -u > {out}/uid"])
     strict = make_server(folder="strict", munge_socket=public_munged.socket)
     rep = raw_exchange(strict.port, nobody_credential(public_munged.socket, job))
