@@ -160,43 +160,47 @@ def main() -> int:
         cq = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config),
               "--pretend", "--json"]
         names = list(GROUPS)
-        emerge_lists, emerge_best = {}, {}
-        for name in names:  # one warm-up each, then the best of --repeat
-            times = []
-            for _ in range(args.repeat + 1):
+        runs = [(count, jobs) for count in (1, 2, 4) for jobs in (1, None)
+                if count > 1 or jobs is None]
+        emerge_times: dict[str, list[float]] = {n: [] for n in names}
+        cq_times: dict[tuple, list[float]] = {run: [] for run in runs}
+        emerge_lists, cq_lists = {}, {}
+        # Rounds interleave both sides, so load from elsewhere hits them alike; the first
+        # round warms the page cache and is not counted.
+        for _ in range(args.repeat + 1):
+            for name in names:
                 seconds, done = timed(emerge, prefix.env(**GROUPS[name][1]))
                 if done.returncode != 0:
                     print(done.stdout, done.stderr)
                     return 1
-                times.append(seconds)
-            emerge_best[name] = min(times[1:])
-            emerge_lists[name] = [(x.cpv, x.use) for x in parse_emerge(done.stdout)]
-
-        print(f"\n{'groups':>6} {'cq jobs':>7} {'emerge -puDN x G':>18} {'cq-emerge -p':>14}"
-              f" {'ratio':>7} {'packages per group':>20}")
-        for count, jobs in ((1, None), (2, 1), (2, None), (4, 1), (4, None)):
-            chosen = names[:count]
-            argv = cq + [a for n in chosen for a in ("--group", n)]
-            if jobs:
-                argv.append(f"--jobs={jobs}")
-            times = []
-            for _ in range(args.repeat + 1):
+                emerge_times[name].append(seconds)
+                emerge_lists[name] = [(x.cpv, x.use) for x in parse_emerge(done.stdout)]
+            for count, jobs in runs:
+                argv = cq + [a for n in names[:count] for a in ("--group", n)]
+                argv += [f"--jobs={jobs}"] if jobs else []
                 seconds, done = timed(argv, prefix.env())
                 if done.returncode != 0:
                     print(done.stdout, done.stderr)
                     return 1
-                times.append(seconds)
-            plans = {p["group"]: [(x["cpv"], frozenset(x["use"])) for x in p["packages"]]
-                     for p in json.loads(done.stdout)["plans"]}
+                cq_times[(count, jobs)].append(seconds)
+                cq_lists[(count, jobs)] = {
+                    p["group"]: [(x["cpv"], frozenset(x["use"])) for x in p["packages"]]
+                    for p in json.loads(done.stdout)["plans"]}
+
+        print(f"\n{'groups':>6} {'cq jobs':>7} {'emerge -puDN x G':>18} {'cq-emerge -p':>14}"
+              f" {'ratio':>7} {'packages per group':>20}")
+        for count, jobs in runs:
+            chosen = names[:count]
+            plans = cq_lists[(count, jobs)]
             for name in chosen:
                 if plans[name] != emerge_lists[name]:
                     print(f"MISMATCH for group {name}: cq-emerge {len(plans[name])} packages, "
                           f"emerge {len(emerge_lists[name])}")
                     return 1
-            baseline = sum(emerge_best[n] for n in chosen)
-            ours = min(times[1:])
+            baseline = sum(min(emerge_times[n][1:]) for n in chosen)
+            ours = min(cq_times[(count, jobs)][1:])
             sizes = "/".join(str(len(plans[n])) for n in chosen)
-            shown_jobs = jobs or f"{min(count, cpu_count())}"
+            shown_jobs = jobs or min(count, cpu_count())
             print(f"{count:>6} {shown_jobs:>7} {baseline:>17.2f}s {ours:>13.2f}s"
                   f" {ours / baseline:>7.2f} {sizes:>20}")
         print(f"\nratio = cq-emerge time / sum of the G emerge times, best of {args.repeat} "

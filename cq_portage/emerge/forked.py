@@ -1,17 +1,19 @@
-"""Run one function over several items in forked children, a few at a time.
+"""Run one function over several items in forked worker processes.
 
-Why fork: a child starts with everything the parent has loaded (Portage's configuration,
+Why fork: a worker starts with everything the parent has loaded (Portage's configuration,
 installed-package database, repository metadata) already in memory, so planning several
-groups costs one load plus the resolutions, spread over the CPUs. Results come back
-pickled through a file per child (no pipe to deadlock on), in the order of the items.
+groups costs one load plus the resolutions, spread over the CPUs. Each worker takes the
+next item from a shared counter until none is left, so what a worker caches while resolving
+one group also speeds up its next. Results come back pickled through one file per item (no
+pipe to deadlock on), in the order of the items.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -21,7 +23,7 @@ Result = TypeVar("Result")
 
 
 class ChildFailed(RuntimeError):
-    """A child died or raised something that is not one of the expected errors."""
+    """A worker died, or func raised something that is not one of the expected errors."""
 
 
 def cpu_count() -> int:
@@ -33,55 +35,50 @@ def cpu_count() -> int:
 
 def map_forked(func: Callable[[Item], Result], items: Sequence[Item], jobs: int,
                expected: tuple[type[BaseException], ...] = ()) -> list[Result | BaseException]:
-    """[func(item) for item in items], computed in up to `jobs` children at once; an
+    """[func(item) for item in items], computed by up to `jobs` forked workers; an
     `expected` exception raised by func is returned in its item's place."""
-    results: list[Result | BaseException | None] = [None] * len(items)
+    next_item = multiprocessing.get_context("fork").Value("i", 0)
     with tempfile.TemporaryDirectory(prefix="cq-emerge-") as folder:
-        pending = list(range(len(items)))
-        running: dict[int, int] = {}  # pid -> item index
-        while pending or running:
-            while pending and len(running) < max(1, jobs):
-                index = pending.pop(0)
-                running[_spawn(func, items[index], expected,
-                               os.path.join(folder, f"{index}.pickle"))] = index
-            for pid in list(running):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if not done:
-                    continue
-                index = running.pop(pid)
-                results[index] = _collect(os.path.join(folder, f"{index}.pickle"), status)
-            if running:
-                time.sleep(0.005)
-    return results  # type: ignore[return-value]
+        paths = [os.path.join(folder, f"{index}.pickle") for index in range(len(items))]
+        workers = [_fork_worker(func, items, expected, paths, next_item)
+                   for _ in range(max(1, min(jobs, len(items))))]
+        statuses = [os.waitpid(pid, 0)[1] for pid in workers]
+        return [_collect(path, statuses) for path in paths]
 
 
-def _spawn(func, item, expected, path: str) -> int:
+def _fork_worker(func, items, expected, paths: list[str], next_item) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 0
     try:
-        try:
-            outcome = ("ok", func(item))
-        except expected as error:
-            outcome = ("expected", error)
-        except BaseException:  # noqa: BLE001 - reported to the parent, never lost
-            outcome = ("failed", traceback.format_exc())
-        with open(path, "wb") as out:
-            pickle.dump(outcome, out)
+        while True:
+            with next_item.get_lock():
+                index = next_item.value
+                next_item.value += 1
+            if index >= len(items):
+                break
+            try:
+                outcome = ("ok", func(items[index]))
+            except expected as error:
+                outcome = ("expected", error)
+            except BaseException:  # noqa: BLE001 - reported to the parent, never lost
+                outcome = ("failed", traceback.format_exc())
+            with open(paths[index], "wb") as out:
+                pickle.dump(outcome, out)
     except BaseException:  # noqa: BLE001
         code = 70
     finally:
         os._exit(code)  # never the parent's atexit handlers or buffered output
 
 
-def _collect(path: str, status: int):
+def _collect(path: str, statuses: list[int]):
     try:
         with open(path, "rb") as result:
             kind, value = pickle.load(result)
     except (OSError, EOFError, pickle.UnpicklingError):
-        raise ChildFailed(f"planning child ended without a result "
-                          f"(wait status {status})") from None
+        raise ChildFailed(f"a planning worker ended without a result "
+                          f"(wait statuses {statuses})") from None
     if kind == "failed":
-        raise ChildFailed(f"planning child failed:\n{value}")
+        raise ChildFailed(f"planning worker failed:\n{value}")
     return value
