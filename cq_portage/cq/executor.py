@@ -60,7 +60,12 @@ class Executor:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.base_env = self.policy.filter(self.server_env)
+        self.set_policy(self.policy)
+
+    def set_policy(self, policy: EnvPolicy) -> None:
+        """Takes effect from the next job (a reload does not touch the running one)."""
+        self.policy = policy
+        self.base_env = policy.filter(self.server_env)
 
     def run(self, job: Job) -> Result:
         """Run `job` to its end (blocking; the server calls it in a worker thread)."""

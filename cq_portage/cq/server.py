@@ -15,7 +15,8 @@ import signal
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import zmq
@@ -23,7 +24,7 @@ import zmq.asyncio
 
 from . import hook
 from .auth import AuthError, Credential, Munge
-from .config import REQUESTER, ServerConfig
+from .config import REQUESTER, ConfigError, ServerConfig
 from .executor import Executor, kill_orphan
 from .job import Job, JobState, RunAs
 from .store import Store, Submission
@@ -61,6 +62,7 @@ class Authed:
 class Server:
     config: ServerConfig
     munge: Munge
+    reload_config: Callable[[], ServerConfig] | None = None  # what SIGHUP calls
     store: Store = field(init=False)
     executor: Executor = field(init=False)
     waiters: dict[int, list[Waiter]] = field(default_factory=lambda: defaultdict(list))
@@ -110,6 +112,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         counts = self.store.counts()
         log.info("cq-server listening on %s (%d queued)", endpoint, counts.get("queued", 0))
         if on_ready:
@@ -129,6 +132,26 @@ class Server:
         self._decoders.shutdown()
         self._runner.shutdown()
         log.info("stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: new authorization, environment policy, hook and limits; the queue, the
+        running job and the listening socket stay as they are."""
+        if self.reload_config is None:
+            log.info("SIGHUP: no configuration file to reload")
+            return
+        try:
+            new = self.reload_config()
+        except ConfigError as e:
+            log.error("SIGHUP: configuration not reloaded, keeping the old one: %s", e)
+            return
+        fixed = ("host", "port", "state_dir", "munge_socket")
+        changed = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(changed))
+            new = replace(new, **{k: getattr(self.config, k) for k in changed})
+        self.config = new
+        self.executor.set_policy(new.env_policy)
+        log.info("configuration reloaded")
 
     async def _finish_running(self) -> None:
         job = self.running

@@ -1,0 +1,31 @@
+"""Where cq-server's own log goes: stderr, a file (reopened after logrotate moves it), or
+syslog. Jobs' output never goes here: each job has its own log file in the state dir."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup(level: int, log_file: Path | None = None, syslog: bool = False) -> logging.Handler:
+    if syslog:
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        handler: logging.Handler = logging.handlers.SysLogHandler(
+            address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter("cq-server[%(process)d]: %(message)s"))
+    elif log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(log_file)
+        handler.setFormatter(logging.Formatter(FORMAT))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return handler

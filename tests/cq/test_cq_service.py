@@ -1,0 +1,125 @@
+"""cq-server as a service: --daemon, pid file, log file, SIGHUP reload, SIGTERM with grace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import yaml
+
+from cq_portage.cq.client import Refused
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_daemon(server, tmp_path, config: dict) -> int:
+    server.config = config
+    argv = server.argv() + ["--daemon", "--pid-file", str(tmp_path / "cq.pid"),
+                            "--log-file", str(tmp_path / "cq.log")]
+    launcher = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert launcher.returncode == 0, launcher.stderr
+    wait_for(lambda: (tmp_path / "cq.pid").exists() and "listening" in log(tmp_path))
+    return int((tmp_path / "cq.pid").read_text())
+
+
+def log(tmp_path) -> str:
+    path = tmp_path / "cq.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_daemon_reload_and_graceful_stop(make_server, tmp_path):
+    server = make_server(folder="fg")  # gives a CqServer with a port and a state dir
+    server.kill()
+    pid = start_daemon(server, tmp_path, {"stop_grace_seconds": 1})
+    assert pid != os.getpid() and alive(pid)
+    client = server.client()
+    trace = tmp_path / "trace"
+    assert client.run(["sh", "-c", f"echo first >> {trace}"]).ok
+
+    # SIGHUP with queued jobs: a broken config is refused and logged, a good one applied.
+    blocker = client.submit(["sleep", "1"]).job_id
+    queued = [client.submit(["sh", "-c", f"echo {i} >> {trace}"]).job_id for i in range(3)]
+    config_file = server.folder / "cq-server.yaml"
+    config_file.write_text("stop_grace_seconds: 1\nnot_a_key: 1\n")
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: "configuration not reloaded" in log(tmp_path))
+    assert "cq-server.yaml:2: unknown key 'not_a_key'" in log(tmp_path)
+    config_file.write_text(yaml.safe_dump({"stop_grace_seconds": 1,
+                                           "environment": {"deny": ["FORBIDDEN"]}}))
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in log(tmp_path))
+    assert alive(pid) and int((tmp_path / "cq.pid").read_text()) == pid
+    for job_id in [blocker, *queued]:
+        assert client.wait(job_id).ok
+    assert trace.read_text().split() == ["first", "0", "1", "2"]
+    try:
+        client.run(["true"], {"FORBIDDEN": "1"})
+        raise AssertionError("the reloaded denylist was not applied")
+    except Refused as e:
+        assert "FORBIDDEN is not allowed" in str(e)
+
+    # SIGTERM while a job runs past the grace time: interrupted cleanly, queue kept.
+    long = client.submit(["sleep", "30"]).job_id
+    later = client.submit(["sh", "-c", f"echo later >> {trace}"]).job_id
+    wait_for(lambda: client.status(long).state == 2)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid), timeout=20)
+    assert not (tmp_path / "cq.pid").exists()
+    assert "stopped" in log(tmp_path)
+    client.close()
+
+    server.start()
+    with server.client() as client:
+        stopped = client.wait(long)
+        assert stopped.state == "interrupted" and "shut down" in stopped.error
+        assert client.wait(later).ok
+    assert trace.read_text().split()[-1] == "later"
+
+
+def test_sigterm_lets_a_short_job_finish(make_server, tmp_path):
+    server = make_server({"stop_grace_seconds": 10})
+    with server.client() as client:
+        job = client.submit(["sleep", "1"]).job_id
+        wait_for(lambda: client.status(job).state == 2)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(20) == 0
+    server.start()
+    with server.client() as client:
+        assert client.wait(job).state == "done"
+
+
+def test_daemon_refuses_second_instance_and_reports_config_errors(make_server, tmp_path):
+    server = make_server(folder="fg")
+    server.kill()
+    pid = start_daemon(server, tmp_path, {})
+    try:
+        again = subprocess.run(server.argv() + ["--daemon", "--pid-file",
+                                                str(tmp_path / "cq.pid")],
+                               capture_output=True, text=True, timeout=30)
+        assert again.returncode == 1
+        assert again.stderr == (
+            f"cq-server: already running as pid {pid} (pid file {tmp_path / 'cq.pid'})\n")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("listen:\n  port: [1]\n")
+        broken = subprocess.run(server.argv()[:-2] + ["--config", str(bad), "--daemon"],
+                                capture_output=True, text=True, timeout=30)
+        assert broken.returncode == 2
+        assert broken.stderr == f"cq-server: {bad}:2: port must be int, not list\n"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid))
