@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from cq_portage.emerge.jobs import job_environment
+from cq_portage.emerge.jobs import entry_environment
 from cq_portage.emerge.plan import Plan, PlanEntry
 
 INSTALL_COMMAND = ("emerge", "--usepkgonly", "--oneshot", "--binpkg-respect-use=y")
@@ -23,7 +23,7 @@ def install_batches(plan: Plan, entries: Iterable[PlanEntry] | None = None
     """Consecutive entries that share their variables, in merge order."""
     batches: list[tuple[dict[str, str], list[PlanEntry]]] = []
     for entry in plan.entries if entries is None else entries:
-        env = job_environment(plan, entry)
+        env = entry_environment(plan, entry)
         if batches and batches[-1][0] == env:
             batches[-1][1].append(entry)
         else:

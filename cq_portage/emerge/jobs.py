@@ -27,7 +27,7 @@ class BuildJob:
     repo: str
     use: tuple[str, ...]
     argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]  # the first requesting group's Portage variables
+    env: tuple[tuple[str, str], ...]  # first requesting group's variables, flags pinned
     groups: tuple[str, ...]
 
     @property
@@ -39,12 +39,36 @@ class BuildJob:
                 "argv": list(self.argv), "env": self.environment, "groups": list(self.groups)}
 
 
-def job_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
+def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
     """The group's variables, with the entry's package_use flags put before the group's USE
     (later USE words win, so this keeps the plan's precedence: group USE over package_use)."""
     env = plan.group.portage_env()
     if entry.package_use:
         env["USE"] = " ".join((*entry.package_use, env.get("USE", ""))).strip()
+    return env
+
+
+def build_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
+    """The job's variables: the group's, then every IUSE flag of the package pinned to the
+    plan's value, so the build host's own make.conf or package.use cannot make an instance
+    other than the one the client planned (and --binpkg-respect-use would then refuse).
+    USE_EXPAND flags are pinned through their variable ("-*" resets its incremental value):
+    Portage takes them from ABI_X86 and the like, not from USE."""
+    env = entry_environment(plan, entry)
+    enabled = set(entry.use)
+    plain, expanded = [], {}
+    for flag in sorted(entry.iuse):
+        prefix = next((p for p in plan.use_expand if flag.startswith(p + "_")), None)
+        if prefix is None:
+            plain.append(flag if flag in enabled else f"-{flag}")
+        elif flag in enabled:
+            expanded.setdefault(prefix.upper(), []).append(flag[len(prefix) + 1:])
+        else:
+            expanded.setdefault(prefix.upper(), [])
+    if plain:
+        env["USE"] = " ".join((env.get("USE", ""), *plain)).strip()
+    for variable, values in expanded.items():
+        env[variable] = " ".join(("-*", *values))
     return env
 
 
@@ -78,7 +102,7 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
     for plan in plans:
         previous: str | None = None
         for entry in plan.builds:
-            env = job_environment(plan, entry)
+            env = build_environment(plan, entry)
             argv = build_argv(plan.group.build_command, entry)
             key = dedupe_key(entry, env, argv, plan.use_expand)
             if key in jobs:

@@ -51,6 +51,7 @@ NEW = [
     Ebuild("app-misc/e2e-1.0", iuse=("ssl", "+http2") + MULTILIB_IUSE,
            rdepend="ssl? ( dev-libs/e2edep )"),
     Ebuild("dev-libs/e2edep-1.0", iuse=MULTILIB_IUSE),
+    Ebuild("app-misc/pinned-1.0", iuse=("ssl", "+http2", "X") + MULTILIB_IUSE),
 ]
 # Binary instances the build host made: (atom, USE, ABI_X86).
 BUILT = [("=app-misc/binmatch-1.0", "ssl", "64"),

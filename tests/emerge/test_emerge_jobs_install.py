@@ -30,7 +30,7 @@ def test_identical_work_of_several_groups_is_one_job(world, tmp_path):
     assert [job["use"] for job in jobs[:2]] == [["ssl"], []]
     assert all(job["argv"][-1] == "=app-misc/pkguse-1.0::cqtest" for job in jobs)
     assert len({job["key"] for job in jobs}) == 4
-    assert jobs[2]["env"] == {"USE": "ssl", "CFLAGS": "-O3"}
+    assert jobs[2]["env"] == {"USE": "ssl -sqlite ssl", "CFLAGS": "-O3"}  # flags pinned
 
 
 def test_dedupe_key_is_stable_and_ignores_use_expand_variables():
@@ -111,6 +111,30 @@ def test_jobs_built_for_real_then_install_script_installs_planned_use(world, tmp
         assert installed[entry["cpv"]].use == frozenset(entry["use"])
         assert installed[entry["cpv"]].build_id == str(entry["build_id"])
     assert cq_plans(client, config, "g")["plans"][0]["packages"] == []
+
+
+def test_build_jobs_pin_flags_against_the_build_hosts_own_config(world, tmp_path):
+    """A build host whose make.conf sets other flags still builds the planned instance."""
+    odd = world.sandbox.add_prefix("build-odd", USE="X -ssl", ABI_X86="64")
+    client = world.sandbox.add_prefix("pin-client")
+    config = write_config(tmp_path, {"g": {"use": "ssl -http2", "abi_x86": "64 32",
+                                           "packages": ["app-misc/pinned"]}})
+    before = cq_plans(client, config, "g")
+    assert before["plans"][0]["packages"][0]["use"] == ["abi_x86_32", "abi_x86_64", "ssl"]
+    [job] = before["jobs"]
+    assert job["env"] == {"USE": "ssl -http2 -X -http2 ssl", "ABI_X86": "-* 32 64"}
+    done = subprocess.run(job["argv"], env=odd.env(**job["env"]), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = cq_plans(client, config, "g")["plans"][0]["packages"]
+    assert [p["action"] for p in after] == ["binary"]
+    # Without the pins the same build host makes another instance (X from its make.conf).
+    done = subprocess.run(job["argv"], cwd=tmp_path, capture_output=True, text=True,
+                          env=odd.env(USE="ssl -http2", ABI_X86="64 32"), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    built = [i.use for i in world.sandbox.binary_instances() if i.cpv == "app-misc/pinned-1.0"]
+    assert frozenset(after[0]["use"]) in built
+    assert frozenset({"X", "ssl", "abi_x86_32", "abi_x86_64"}) in built
 
 
 def test_install_script_picks_the_instance_of_its_group(world, tmp_path):
