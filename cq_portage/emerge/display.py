@@ -73,8 +73,9 @@ def plan_text(plan: Plan, palette: Palette, verbose: bool = False, quiet: bool =
         lines.append(f"{palette.red('[uninstall     ]')} {cpv}  (blocked)")
     if not quiet:
         binaries = len(plan.entries) - len(plan.builds)
-        lines.append(f"\nTotal: {len(plan.entries)} packages ({len(plan.builds)} to build, "
-                     f"{binaries} binary)")
+        count = len(plan.entries)
+        lines.append(f"\nTotal: {count} package{'' if count == 1 else 's'} "
+                     f"({len(plan.builds)} to build, {binaries} binary)")
     return "\n".join(lines)
 
 
