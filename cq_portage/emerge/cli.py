@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, ConfigError, config_path,
-                                        load_config)
+from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
+                                        GroupProfile, config_path, load_config)
 from cq_portage.emerge.pretend import Output, run_pretend
 
 EXIT_USAGE = 2
@@ -51,19 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
-    if not args.group and not args.all_groups:
+    problem = usage_problem(args)
+    if problem:
         parser.print_usage(sys.stderr)
-        print("cq-emerge: error: name a group with --group NAME, or use --all-groups",
-              file=sys.stderr)
-        return EXIT_USAGE
-    if args.group and args.all_groups:
-        print("cq-emerge: error: --group and --all-groups exclude each other", file=sys.stderr)
-        return EXIT_USAGE
-    if args.jobs is not None and args.jobs < 1:
-        print("cq-emerge: error: --jobs must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
-    if args.verbose and args.quiet:
-        print("cq-emerge: error: --verbose and --quiet exclude each other", file=sys.stderr)
+        print(f"cq-emerge: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="cq-emerge: %(message)s",
                         stream=sys.stderr)
@@ -76,13 +67,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"cq-emerge: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.pretend:
-        print("cq-emerge: submitting build jobs to the cq server is not implemented yet; "
-              "use --pretend", file=sys.stderr)
-        return EXIT_USAGE
     output = Output(json=args.json, verbose=args.verbose, quiet=args.quiet,
                     colour=_colour(args.color), jobs=args.jobs)
-    return run_pretend(groups, output)
+    if args.pretend:
+        return run_pretend(groups, output)
+    return submit(config, groups, output)
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a parsed command line, as one sentence, or None."""
+    if not args.group and not args.all_groups:
+        return "name a group with --group NAME, or use --all-groups"
+    if args.group and args.all_groups:
+        return "--group and --all-groups exclude each other"
+    if args.jobs is not None and args.jobs < 1:
+        return "--jobs must be at least 1"
+    if args.verbose and args.quiet:
+        return "--verbose and --quiet exclude each other"
+    return None
+
+
+def submit(config: Config, groups: list[GroupProfile], output: Output) -> int:
+    """Plan, submit the build jobs to config.server, install what got built. Issue 4 puts
+    this in its own module (cq_portage.emerge.submit) on top of cq.client."""
+    print("cq-emerge: submitting build jobs to the cq server is not implemented yet; "
+          "use --pretend", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _colour(choice: str | None) -> bool:
