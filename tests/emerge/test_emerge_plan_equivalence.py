@@ -155,3 +155,17 @@ def test_portage_configroot_is_honoured(world, tmp_path):
     packages = cq_plans(world.client, config, "g", env=env)["plans"][0]["packages"]
     assert [(p["cpv"], frozenset(p["use"])) for p in packages] == \
         [(line.cpv, line.use) for line in expected]
+
+
+def test_emerge_default_opts_are_honoured(world, tmp_path):
+    """EMERGE_DEFAULT_OPTS from make.conf shape the plan as they shape emerge."""
+    prefix = world.sandbox.add_prefix("default-opts",
+                                      EMERGE_DEFAULT_OPTS="--exclude=app-misc/stable")
+    prefix.write_world("app-misc/stable", "app-misc/optdep")
+    expected = emerge_plan(prefix, ["@world"], {"USE": "extra"})
+    assert _shows(expected, "app-misc/optdep-1.0 +extra")
+    assert not _shows(expected, "app-misc/stable-1.0")
+    config = write_config(tmp_path, {"g": {"use": "extra"}})
+    packages = cq_plans(prefix, config, "g")["plans"][0]["packages"]
+    assert [(p["cpv"], frozenset(p["use"])) for p in packages] == \
+        [(line.cpv, line.use) for line in expected]
