@@ -33,6 +33,7 @@ setup(
             "cq-client = cq_portage.cq.client_cli:main",
             "cq_client = cq_portage.cq.client_cli:main",
             "cq-emerge = cq_portage.emerge.cli:main",
+            "cq-emerge-hook = cq_portage.emerge.dedupe_hook:main",
         ]
     },
 )

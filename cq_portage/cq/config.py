@@ -105,7 +105,8 @@ def load_config(path: str | Path | None) -> ServerConfig:
     if (hook := c.get(data, "incoming_hook", (str, list))) is not None:
         argv = (hook,) if isinstance(hook, str) else tuple(map(str, hook))
         if not argv or not os.access(argv[0], os.X_OK):
-            raise c.error(data, "incoming_hook", f"incoming_hook {argv[:1]} is not executable")
+            raise c.error(data, "incoming_hook",
+                          f"incoming_hook {argv[0] if argv else ''!r} is not executable")
         values["incoming_hook"] = argv
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):

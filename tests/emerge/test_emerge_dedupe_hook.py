@@ -1,0 +1,33 @@
+"""cq-emerge-hook on a real cq-server: one build per package instance key."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def hooked(make_server):
+    return make_server({"incoming_hook": [str(Path(sys.executable).parent / "cq-emerge-hook")]})
+
+
+def test_same_instance_key_merges_whatever_the_command_line(hooked, tmp_path):
+    with hooked.client() as client:
+        blocker = client.submit(["sleep", "1"]).job_id
+        while client.status(blocker).state != 2:
+            time.sleep(0.01)
+        key = "dev-libs/foo-1::sandbox 6f1c0e"
+        web = client.submit(["sh", "-c", f"echo built >> {tmp_path}/log"],
+                            {"USE": "ssl http2", "FEATURES": "a"}, dedupe_key=key)
+        db = client.submit(["sh", "-c", f"echo built >> {tmp_path}/log"],
+                           {"FEATURES": "a", "USE": "http2 ssl"}, dedupe_key=key)
+        other = client.submit(["sh", "-c", "exit 0"], dedupe_key="dev-libs/bar-1::sandbox 1")
+        plain = [client.submit(["sh", "-c", "exit 0"]) for _ in range(2)]
+        assert db.job_id == web.job_id and db.merged
+        assert other.job_id != web.job_id
+        assert plain[1].job_id == plain[0].job_id  # the server's own dedupe still applies
+        assert client.wait(db.job_id).ok
+    assert (tmp_path / "log").read_text() == "built\n"
