@@ -23,6 +23,7 @@ OLD = [
     Ebuild("app-misc/optdep-1.0", iuse=("extra",), rdepend="extra? ( dev-libs/extradep )"),
     Ebuild("app-misc/oldname-1.0"),
     Ebuild("app-misc/stable-1.0", iuse=("foo",)),
+    Ebuild("app-misc/iusechange-1.0", iuse=("a",)),
 ]
 INSTALLED = ["app-misc/bump", "app-misc/newflag", "app-misc/dropflag", "app-misc/useflags",
              "dev-libs/multi", "dev-lang/slotted", "app-misc/optdep", "app-misc/oldname",
@@ -52,8 +53,11 @@ NEW = [
            rdepend="ssl? ( dev-libs/e2edep )"),
     Ebuild("dev-libs/e2edep-1.0", iuse=MULTILIB_IUSE),
     Ebuild("app-misc/pinned-1.0", iuse=("ssl", "+http2", "X") + MULTILIB_IUSE),
+    Ebuild("app-misc/iusechange-1.0", iuse=("a", "b")),  # same USE for "a", new IUSE
 ]
-# Binary instances the build host made: (atom, USE, ABI_X86).
+# Binary instances the build host made from the old state, then from the new: (atom, USE,
+# ABI_X86).
+BUILT_OLD = [("=app-misc/iusechange-1.0", "a", "64")]
 BUILT = [("=app-misc/binmatch-1.0", "ssl", "64"),
          ("=app-misc/twoinst-1.0", "gui", "64"),
          ("=app-misc/twoinst-1.0", "-gui", "64 32")]
@@ -73,6 +77,8 @@ def world(tmp_path_factory) -> World:
     client = sandbox.add_prefix("client")
     build = sandbox.add_prefix("build")
     client.emerge("--oneshot", *INSTALLED)
+    for atom, use, abi in BUILT_OLD:
+        build.emerge("--buildpkgonly", "--oneshot", atom, env={"USE": use, "ABI_X86": abi})
     sandbox.repository.add(*NEW)
     sandbox.repository.mask("app-misc/masked")
     client.write_world(*WORLD)

@@ -113,6 +113,16 @@ def test_binary_matches_one_group_not_another(world, tmp_path):
         {"web": ["binary"], "db": ["build"]}
 
 
+def test_binary_with_other_iuse_is_not_a_match(world, tmp_path):
+    """An instance built before the ebuild gained IUSE "b": same enabled USE, other IUSE."""
+    [instance] = [i for i in world.sandbox.binary_instances()
+                  if i.cpv == "app-misc/iusechange-1.0"]
+    assert instance.use == frozenset({"a"})
+    plans = _actions_against_emerge_k(world, tmp_path, {"a": ({"use": "a"}, {"USE": "a"})},
+                                      "app-misc/iusechange")
+    assert [(p["use"], p["action"]) for p in plans["a"]] == [(["a"], "build")]
+
+
 def test_two_instances_of_one_version(world, tmp_path):
     instances = [i for i in world.sandbox.binary_instances() if i.cpv == "app-misc/twoinst-1.0"]
     assert len(instances) == 2 and len({i.build_id for i in instances}) == 2
