@@ -154,6 +154,18 @@ def test_openrc_start_refuses_a_missing_config():
     assert openrc(CQ_SERVER_CONFIG=str(SERVER_YAML))["START_PRE"] == ["0"]
 
 
+def test_openrc_conf_d_documents_only_variables_that_do_something():
+    openrc_run = {"retry", "respawn_delay", "respawn_max", "respawn_period", "error_log",
+                  "output_log"}
+    names = re.findall(r"^#\s*([A-Za-z_]+)=", CONFD.read_text(), re.M)
+    assert {"CQ_SERVER_CONFIG", "CQ_SERVER_HOST", "CQ_SERVER_PORT", "CQ_SERVER_OPTS"} <= \
+        set(names)
+    init = INIT.read_text()
+    for name in names:
+        assert name in openrc_run or re.search(rf"\${{{name}\b", init), (
+            f"{name} in conf.d is not used by the init script")
+
+
 def test_openrc_stop_timeout_outlasts_the_stop_grace():
     retry = openrc()["RETRY"][0]
     m = re.fullmatch(r"(?:SIG)?TERM/(\d+)/(?:SIG)?KILL/\d+", retry)
