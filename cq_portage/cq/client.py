@@ -133,11 +133,12 @@ class Client:
             return Outcome.from_reply(rep)
         return Submitted(rep.job_id, rep.merged)
 
-    def wait(self, job_id: int, on_update: Callable[[pb.cq_rep], None] | None = None
-             ) -> Outcome:
+    def wait(self, job_id: int, on_update: Callable[[pb.cq_rep], None] | None = None,
+             poll: int = WAIT_SECONDS) -> Outcome:
+        """Until the job ends; `on_update` hears its state at least every `poll` seconds."""
         while True:
-            rep = self._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=WAIT_SECONDS),
-                             answer_timeout=WAIT_SECONDS + self.timeout)
+            rep = self._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=poll),
+                             answer_timeout=poll + self.timeout)
             if rep.state not in (State.QUEUED, State.RUNNING):
                 return Outcome.from_reply(rep)
             if on_update:
