@@ -10,10 +10,15 @@ build host's and the clients'), like an NFS-shared PKGDIR at a site:
     build.emerge("--buildpkgonly", "--oneshot", "=app-misc/hello-1.0", env={"USE": "ssl"})
     web1.emerge("--usepkgonly", "--oneshot", "--binpkg-respect-use=y", "app-misc/hello",
                 env={"USE": "ssl"})
-    subprocess.run(["cq-emerge", "-p", "--group", "web"], env=web1.env())
+    web1.write_world("app-misc/hello")
+    web1.run(sys.executable, "-m", "cq_portage.emerge.cli", "--config", "cq-portage.yaml",
+             "-p", "--group", "web")            # or any command: sh install.sh, portageq
+    web1.installed()["app-misc/hello-1.0"].use  # frozenset({"ssl"})
 
-Portage finds a prefix through PORTAGE_OVERRIDE_EPREFIX, which `Prefix.env()` sets; nothing
-here imports portage, so one process can drive any number of prefixes.
+Portage finds a prefix through PORTAGE_OVERRIDE_EPREFIX, which `Prefix.env()` sets (with
+NOCOLOR=true, so output parses; pass NOCOLOR="" for colours); nothing here imports portage,
+so one process can drive any number of prefixes. `write_vdb_entry` records a package as
+installed without merging it, for fixtures too large to merge with emerge.
 """
 
 from __future__ import annotations
