@@ -65,8 +65,11 @@ def build_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
             expanded.setdefault(prefix.upper(), []).append(flag[len(prefix) + 1:])
         else:
             expanded.setdefault(prefix.upper(), [])
+    words = env.get("USE", "").split()
+    last = {word.lstrip("-"): word for word in words}  # what the group's USE already says
+    plain = [pin for pin in plain if last.get(pin.lstrip("-")) != pin]
     if plain:
-        env["USE"] = " ".join((env.get("USE", ""), *plain)).strip()
+        env["USE"] = " ".join((*words, *plain))
     for variable, values in expanded.items():
         env[variable] = " ".join(("-*", *values))
     return env

@@ -11,7 +11,7 @@ build host's and the clients'), like an NFS-shared PKGDIR at a site:
     web1.emerge("--usepkgonly", "--oneshot", "--binpkg-respect-use=y", "app-misc/hello",
                 env={"USE": "ssl"})
     web1.write_world("app-misc/hello")
-    web1.run(sys.executable, "-m", "cq_portage.emerge.cli", "--config", "cq-portage.yaml",
+    web1.run(sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config_file),
              "-p", "--group", "web")            # or any command: sh install.sh, portageq
     web1.installed()["app-misc/hello-1.0"].use  # frozenset({"ssl"})
 
