@@ -4,6 +4,10 @@ like emerge (and only where real emerge fails too)."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
 from emerge_helpers import cq_emerge, emerge_plan, real_emerge, write_config
@@ -128,3 +132,26 @@ def test_broken_portage_setup_is_one_line_not_a_traceback(world, tmp_path, confi
         assert "Traceback" not in done.stderr
         assert done.stderr.startswith("cq-emerge: cannot load Portage's configuration: ")
     assert "no profile: make.profile is missing" in done.stderr
+
+
+def test_colour_by_default_on_a_terminal_only(world, config):
+    master, slave = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                           str(config), "-p", "-g", "web"], stdout=slave, stderr=subprocess.PIPE,
+                          env=world.client.env(NOCOLOR=""), timeout=300)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side is closed and drained
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert done.returncode == 0, done.stderr
+    assert b"\x1b[" in output and b"app-misc/binmatch-1.0" in output
+    piped = cq_emerge(world.client, "--config", str(config), "-p", "-g", "web",
+                      env={"NOCOLOR": ""})
+    assert "\x1b[" not in piped.stdout
