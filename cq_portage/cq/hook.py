@@ -1,7 +1,9 @@
 """The incoming hook: an admin's executable that decides what a new job becomes.
 
-It reads {"job": {...}, "queue": [...]} as JSON on stdin and answers on stdout with one of
-{"action": "accept"}, {"action": "merge", "job": ID} or {"action": "reject", "reason": "..."}.
+It reads {"job": {...}, "queue": [...]} as JSON on stdin (the queue: the running job, then
+the queued ones) and answers on stdout with one of {"action": "accept"},
+{"action": "merge", "job": ID} (a queued or the running job; the new submitter waits for
+its result) or {"action": "reject", "reason": "..."}.
 A hook that fails, times out or answers anything else rejects the job, saying why.
 """
 

@@ -118,9 +118,9 @@ class Store:
             if row:  # a resent submission: same answer as the first time
                 return Accepted(row[0], merged=False)
         target = None
-        if sub.merge_into is not None:
-            target = db.execute("SELECT id FROM jobs WHERE id = ? AND state = 'queued'",
-                                (sub.merge_into,)).fetchone()
+        if sub.merge_into is not None:  # the hook may also join the running job
+            target = db.execute("SELECT id FROM jobs WHERE id = ? AND state IN "
+                                "('queued', 'running')", (sub.merge_into,)).fetchone()
         else:
             target = db.execute(
                 "SELECT id FROM jobs WHERE key = ? AND state = 'queued' ORDER BY id LIMIT 1",

@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
-                                        GroupProfile, config_path, load_config)
+from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, ConfigError, config_path,
+                                        load_config)
 from cq_portage.emerge.pretend import Output, run_pretend
 
 EXIT_USAGE = 2
@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plan for every group of the config file")
     parser.add_argument("--pretend", "-p", action="store_true",
                         help="show the plans and build jobs; submit nothing")
+    parser.add_argument("--ask", "-a", action="store_true",
+                        help="show what would be done and ask before submitting")
+    parser.add_argument("--detach", action="store_true",
+                        help="submit the builds, then wait and install in the background")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (plans, jobs) instead of emerge-like lines")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -71,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     colour=_colour(args.color), jobs=args.jobs)
     if args.pretend:
         return run_pretend(groups, output)
-    return submit(config, groups, output)
+    from cq_portage.emerge.submit import run_update
+
+    return run_update(config, groups, output, ask=args.ask, detach=args.detach)
 
 
 def usage_problem(args: argparse.Namespace) -> str | None:
@@ -84,15 +90,11 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         return "--jobs must be at least 1"
     if args.verbose and args.quiet:
         return "--verbose and --quiet exclude each other"
+    if args.pretend and (args.ask or args.detach):
+        return "--pretend submits nothing: it excludes --ask and --detach"
+    if args.ask and args.json:
+        return "--ask needs a person at a terminal: it excludes --json"
     return None
-
-
-def submit(config: Config, groups: list[GroupProfile], output: Output) -> int:
-    """Plan, submit the build jobs to config.server, install what got built. Issue 4 puts
-    this in its own module (cq_portage.emerge.submit) on top of cq.client."""
-    print("cq-emerge: submitting build jobs to the cq server is not implemented yet; "
-          "use --pretend", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def _colour(choice: str | None) -> bool:

@@ -4,8 +4,9 @@ cq-emerge gives every build job a dedupe key naming the package instance (cpv, r
 enabled USE, other build variables, command). The server's own dedupe merges only identical
 command lines and environments; two groups whose variables differ only where the build does
 not care (or two hosts whose environments list them in another order) still make the same
-binary package, and this hook merges those: a new job joins the queued job with its key and
-run-as user. Jobs without a key (not cq-emerge's) are accepted as they are.
+binary package, and this hook merges those: a new job joins the running or queued job with
+its key and run-as user (a build of that instance under way is the work asked for). Jobs
+without a key (not cq-emerge's) are accepted as they are.
 
 Configure it in the server's config:  incoming_hook: [cq-emerge-hook]
 """
@@ -20,10 +21,10 @@ def decide(request: dict) -> dict:
     job = request["job"]
     key = job.get("dedupe_key")
     if key:
-        for queued in request["queue"]:
-            if (queued["state"] == "queued" and queued.get("dedupe_key") == key
-                    and queued["run_as"] == job["run_as"]):
-                return {"action": "merge", "job": queued["id"]}
+        for other in request["queue"]:
+            if (other["state"] in ("queued", "running") and other.get("dedupe_key") == key
+                    and other["run_as"] == job["run_as"]):
+                return {"action": "merge", "job": other["id"]}
     return {"action": "accept"}
 
 

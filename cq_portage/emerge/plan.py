@@ -65,6 +65,7 @@ class PlanEntry:
     replaces: str | None = None
     binary_build_id: int | None = None
     package_use: tuple[str, ...] = ()  # flags of the group's package_use lines matching it
+    depends: tuple[str, ...] = ()  # cpvs of earlier entries it needs (build or run time)
 
     @property
     def atom(self) -> str:
@@ -179,7 +180,9 @@ class Planner:
             elif task.operation == "uninstall":
                 uninstalls.append(task.cpv)
         use_expand = tuple(v.lower() for v in settings.get("USE_EXPAND", "").split())
-        return Plan(group=group, entries=tuple(self._entry(pkg, trees, group) for pkg in merges),
+        depends = _plan_dependencies(graph, merges)
+        return Plan(group=group, entries=tuple(self._entry(pkg, trees, group, depends[pkg])
+                                               for pkg in merges),
                     use_expand=use_expand, uninstalls=tuple(uninstalls))
 
     def plan_all(self, groups: Iterable[GroupProfile], jobs: int | None = None
@@ -215,8 +218,8 @@ class Planner:
                     portdb.aux_get(cpv, list(portdb._aux_cache_keys))
         _log_output(output)
 
-    def _entry(self, pkg: Package, trees: portage._trees_dict, group: GroupProfile
-               ) -> PlanEntry:
+    def _entry(self, pkg: Package, trees: portage._trees_dict, group: GroupProfile,
+               depends: tuple[str, ...] = ()) -> PlanEntry:
         iuse = tuple(sorted(pkg.iuse.all))
         use = tuple(sorted(pkg.use.enabled & pkg.iuse.all))
         operation, replaces = _operation(pkg, trees[pkg.root]["vartree"].dbapi)
@@ -224,7 +227,8 @@ class Planner:
         return PlanEntry(cpv=str(pkg.cpv), repo=pkg.repo, slot=pkg.slot, use=use, iuse=iuse,
                          action=BUILD if build_id is None else BINARY, operation=operation,
                          replaces=replaces, binary_build_id=build_id,
-                         package_use=matching_package_use(pkg, group.package_use))
+                         package_use=matching_package_use(pkg, group.package_use),
+                         depends=depends)
 
     def _populate_bintree(self) -> None:
         if not self._bintree_populated:
@@ -247,6 +251,28 @@ class Planner:
             if set(bin_use_text.split()) & bin_iuse == use:
                 return getattr(instance, "build_id", None) or 0
         return None
+
+
+def _plan_dependencies(graph, merges: list[Package]) -> dict[Package, tuple[str, ...]]:
+    """For each merge, the other merges it depends on in the depgraph, looking through
+    packages that stay installed (A needs installed B, which needs updated C: A needs C).
+    cq-emerge installs an entry only after these, and skips it when one of them failed."""
+    digraph = graph._dynamic_config.digraph
+    in_plan = {pkg: str(pkg.cpv) for pkg in merges}
+    result = {}
+    for pkg in merges:
+        found, seen, stack = set(), {pkg}, list(digraph.child_nodes(pkg))
+        while stack:
+            node = stack.pop()
+            if node in seen or not isinstance(node, Package):
+                continue
+            seen.add(node)
+            if node in in_plan:
+                found.add(in_plan[node])
+            else:
+                stack.extend(digraph.child_nodes(node))
+        result[pkg] = tuple(sorted(found))
+    return result
 
 
 def _operation(pkg: Package, vardb) -> tuple[str, str | None]:

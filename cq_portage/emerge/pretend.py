@@ -32,24 +32,36 @@ def plan_to_json(plan) -> dict:
             "uninstalls": list(plan.uninstalls)}
 
 
-def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys.stdout,
-                stderr: TextIO = sys.stderr) -> int:
+def make_plans(groups: list[GroupProfile], output: Output, stderr: TextIO):
+    """(planner, plans, errors), or None when Portage itself could not be loaded (said)."""
     # Imported here: importing Portage must wait until the command line has been checked.
     from cq_portage.emerge.forked import ChildFailed
     from cq_portage.emerge.plan import Planner, PlanError, PortageSetupError
 
     try:
-        results = Planner().plan_all(groups, jobs=output.jobs)
+        planner = Planner()
+        results = planner.plan_all(groups, jobs=output.jobs)
     except PortageSetupError as error:
         if error.output and output.verbose:
             stderr.write(error.output + "\n")
         stderr.write(f"cq-emerge: cannot load Portage's configuration: {error.problem}\n")
-        return EXIT_FAILURE
+        return None
     except ChildFailed as error:
         stderr.write(f"!!! cq-emerge: {error}\n")
-        return EXIT_FAILURE
+        return None
     plans = [r for r in results if not isinstance(r, PlanError)]
     errors = [r for r in results if isinstance(r, PlanError)]
+    for error in errors:
+        stderr.write(f"\n!!! cq-emerge: cannot plan group {error.group!r}:\n{error.report}\n")
+    return planner, plans, errors
+
+
+def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys.stdout,
+                stderr: TextIO = sys.stderr) -> int:
+    planned = make_plans(groups, output, stderr)
+    if planned is None:
+        return EXIT_FAILURE
+    _, plans, errors = planned
     jobs = build_jobs(plans)
     if output.json:
         document = {"plans": [plan_to_json(p) for p in plans],
@@ -63,6 +75,4 @@ def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys
         for plan in plans:
             stdout.write(plan_text(plan, palette, output.verbose, output.quiet) + "\n")
         stdout.write(jobs_text(jobs, palette, output.verbose, output.quiet) + "\n")
-    for error in errors:
-        stderr.write(f"\n!!! cq-emerge: cannot plan group {error.group!r}:\n{error.report}\n")
     return EXIT_FAILURE if errors else EXIT_OK

@@ -21,7 +21,7 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
 _TOP_KEYS = ("server", "groups")
-_SERVER_KEYS = ("host", "port")
+_SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
 _GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command")
 
 
@@ -107,7 +107,21 @@ class Validator:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 self.error(entries["port"][1], "'server.port' must be a port number 1-65535")
                 return None
-        return Server(host=host.strip(), port=port)
+        munge_socket = None
+        if "munge_socket" in entries:
+            munge_socket = self.scalar(entries["munge_socket"][1])
+            if not isinstance(munge_socket, str) or not munge_socket.startswith("/"):
+                self.error(entries["munge_socket"][1],
+                           "'server.munge_socket' must be an absolute path")
+                return None
+        timeout = 30.0
+        if "timeout" in entries:
+            timeout = self.scalar(entries["timeout"][1])
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                self.error(entries["timeout"][1], "'server.timeout' must be a number of seconds")
+                return None
+        return Server(host=host.strip(), port=port, munge_socket=munge_socket,
+                      timeout=float(timeout))
 
     def words(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]] | None:
         """A string of space-separated words or a list of strings, each with its node."""

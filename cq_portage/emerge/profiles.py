@@ -36,6 +36,8 @@ class ConfigError(Exception):
 class Server:
     host: str
     port: int = DEFAULT_PORT
+    munge_socket: str | None = None  # None: libmunge's default
+    timeout: float = 30.0  # seconds an unreachable server is waited for
 
 
 @dataclass(frozen=True)

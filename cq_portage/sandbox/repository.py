@@ -32,7 +32,7 @@ RDEPEND="{rdepend}"
 S="${{WORKDIR}}"
 
 src_install() {{
-	# One file per version and slot, so slots never collide; it records the USE built with.
+{fail}	# One file per version and slot, so slots never collide; it records the USE built with.
 	insinto /usr/share/cqtest
 	echo "${{PF}} ${{USE}}" > "${{T}}/${{PF}}" || die
 	doins "${{T}}/${{PF}}"
@@ -51,6 +51,7 @@ class Ebuild:
     rdepend: str = ""
     keywords: str = "amd64"
     eapi: str = "8"
+    dies: bool = False  # src_install fails: a build that breaks
 
     @property
     def category(self) -> str:
@@ -72,7 +73,8 @@ class Ebuild:
         return _EBUILD_TEMPLATE.format(
             eapi=self.eapi, description=f"generated test package {self.pf}", pn=self.pn,
             slot=self.slot, keywords=self.keywords, iuse=" ".join(self.iuse),
-            depend=self.depend, rdepend=self.rdepend)
+            depend=self.depend, rdepend=self.rdepend,
+            fail='\tdie "${PF} fails to build, on purpose"\n' if self.dies else "")
 
     def cache_entry(self, ebuild_md5: str) -> str:
         values = {

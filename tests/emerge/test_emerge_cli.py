@@ -86,11 +86,15 @@ def test_usage_errors_exit_2(world, config, args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_without_pretend_submitting_is_not_there_yet(world, config):
-    done = cq_emerge(world.client, "--config", str(config), "-g", "web")
+@pytest.mark.parametrize("args, problem", [
+    (["--pretend", "--ask"], "--pretend submits nothing: it excludes --ask and --detach"),
+    (["--pretend", "--detach"], "--pretend submits nothing: it excludes --ask and --detach"),
+    (["--ask", "--json"], "--ask needs a person at a terminal: it excludes --json"),
+])
+def test_submitting_flags_usage(world, config, args, problem):
+    done = cq_emerge(world.client, "--config", str(config), "-g", "web", *args)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("cq-emerge: submitting build jobs to the cq server is not "
-                                   "implemented yet; use --pretend")
+    assert done.stderr.splitlines()[-1] == f"cq-emerge: error: {problem}"
 
 
 PROBLEMS = [

@@ -31,3 +31,16 @@ def test_same_instance_key_merges_whatever_the_command_line(hooked, tmp_path):
         assert plain[1].job_id == plain[0].job_id  # the server's own dedupe still applies
         assert client.wait(db.job_id).ok
     assert (tmp_path / "log").read_text() == "built\n"
+
+
+def test_same_key_joins_the_running_build(hooked, tmp_path):
+    with hooked.client() as client:
+        key = "dev-libs/foo-1::sandbox 77"
+        first = client.submit(["sh", "-c", f"echo built >> {tmp_path}/log; sleep 1; exit 4"],
+                              dedupe_key=key)
+        while client.status(first.job_id).state != 2:
+            time.sleep(0.01)
+        second = client.submit(["sh", "-c", "exit 0"], {"X": "1"}, dedupe_key=key)
+        assert second.job_id == first.job_id and second.merged
+        assert client.wait(second.job_id).exit_status == 4
+    assert (tmp_path / "log").read_text() == "built\n"

@@ -1,0 +1,136 @@
+"""cq-emerge without --pretend: plan, ask, submit to the cq server, wait, install, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from cq_portage.cq.auth import AuthError, Munge
+from cq_portage.cq.client import Client, ClientError
+from cq_portage.emerge.display import Palette, jobs_text, plan_text
+from cq_portage.emerge.jobs import build_jobs
+from cq_portage.emerge.pending import Busy, Pending
+from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output, make_plans
+from cq_portage.emerge.profiles import Config, GroupProfile
+from cq_portage.emerge.progress import Progress
+from cq_portage.emerge.update import Summary, Update
+
+EXIT_NO = 130  # as emerge answers "No" to --ask
+STATE_DIR = "var/lib/cq-portage"
+
+
+def run_update(config: Config, groups: list[GroupProfile], output: Output, *, ask: bool = False,
+               detach: bool = False, stdout: TextIO = sys.stdout,
+               stderr: TextIO = sys.stderr) -> int:
+    planned = make_plans(groups, output, stderr)
+    if planned is None:
+        return EXIT_FAILURE
+    planner, plans, errors = planned
+    if errors:  # nothing half-done: fix the resolution first
+        return EXIT_FAILURE
+    jobs = build_jobs(plans)
+    install = plans[0] if len(plans) == 1 else None
+    names = ", ".join(g.name for g in groups)
+    if not any(plan.entries for plan in plans):
+        if output.json:
+            json.dump({"groups": [g.name for g in groups], "ok": True, "packages": []}, stdout)
+            stdout.write("\n")
+        elif not output.quiet:
+            stdout.write(f"Nothing to merge: {names} already up to date.\n")
+        return EXIT_OK
+    if not output.quiet and not output.json:
+        palette = Palette(output.colour)
+        for plan in plans:
+            stdout.write(plan_text(plan, palette, output.verbose) + "\n")
+        stdout.write(jobs_text(jobs, palette, output.verbose) + "\n")
+        if install is None:
+            stdout.write(f">>> Several groups ({names}): building only; each group's hosts "
+                         "install with their own cq-emerge run.\n")
+    if ask and not _confirm(len(jobs), len(install.entries) if install else 0):
+        stdout.write("\nQuitting.\n\n")
+        return EXIT_NO
+    state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
+    server = config.server
+    client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
+    lock_name = install.group.name if install else "build-" + "+".join(g.name for g in groups)
+    progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
+                        output.colour)
+    try:
+        with Pending.open(state_dir, lock_name) as pending:
+            update = Update(client, jobs, pending, progress, install, state_dir / "logs")
+            update.submit()
+            if detach:
+                return _detach(update, config, groups, state_dir, stdout)
+            summary = update.wait_and_install()
+    except Busy as e:
+        stderr.write(f"cq-emerge: {e}\n")
+        return EXIT_FAILURE
+    except (ClientError, AuthError, RuntimeError) as e:
+        stderr.write(f"cq-emerge: {e}\n")
+        return EXIT_FAILURE
+    finally:
+        client.close()
+    report(summary, output, stdout, stderr)
+    return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+
+
+def _confirm(builds: int, installs: int) -> bool:
+    from _emerge.UserQuery import UserQuery
+
+    what = [f"submit {builds} build{'s' * (builds != 1)}"] if builds else []
+    if installs:
+        what.append(f"install {installs} package{'s' * (installs != 1)}")
+    try:
+        return UserQuery({"--ask": True}).query(
+            f"Would you like to {' and '.join(what)}?", False) == "Yes"
+    except (EOFError, KeyboardInterrupt):
+        return False
+
+
+def _detach(update: Update, config: Config, groups: list[GroupProfile], state_dir: Path,
+            stdout: TextIO) -> int:
+    """Leave the waiting and installing to a background cq-emerge of the same groups: it
+    finds the jobs just submitted in the pending state and reuses them. If it cannot run
+    (the host goes down), the next cq-emerge run picks them up the same way."""
+    update.pending.close()  # the background run takes the group's lock
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"background-{'+'.join(g.name for g in groups)}-" \
+                         f"{time.strftime('%Y%m%d-%H%M%S')}.log"
+    argv = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config.path),
+            "--quiet", *[a for g in groups for a in ("--group", g.name)]]
+    with open(log_file, "ab") as out:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True, env=os.environ.copy())
+    ids = sorted(set(update.ids.values()))
+    stdout.write(f">>> submitted {update.summary.submitted} build(s), reused "
+                 f"{update.summary.reused}; jobs {' '.join(map(str, ids)) or 'none'}\n"
+                 f">>> waiting and installing in the background: {log_file}\n")
+    return EXIT_OK
+
+
+def report(summary: Summary, output: Output, stdout: TextIO, stderr: TextIO) -> None:
+    if output.json:
+        json.dump({"group": summary.group, "ok": summary.ok, "submitted": summary.submitted,
+                   "reused": summary.reused, "install_logs": summary.install_logs,
+                   "packages": [{"cpv": i.cpv, "state": i.state, "job_id": i.job_id,
+                                 "detail": i.detail} for i in summary.items]}, stdout, indent=2)
+        stdout.write("\n")
+        return
+    counts: dict[str, int] = {}
+    for item in summary.items:
+        counts[item.state] = counts.get(item.state, 0) + 1
+    if not output.quiet:
+        what = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        stdout.write(f">>> {'group ' + summary.group if summary.group else 'builds'}: {what} "
+                     f"({summary.submitted} build job(s) submitted, {summary.reused} reused)\n")
+    for item in summary.items:
+        if item.state in ("failed", "skipped"):
+            stderr.write(f"!!! {item.cpv}: {item.state} {item.detail}\n")

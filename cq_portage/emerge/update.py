@@ -1,0 +1,207 @@
+"""cq-emerge without --pretend: submit the builds, wait, install each package when it is ready.
+
+For one group (the host's own) every plan entry is tracked: binary packages are installed at
+once, built ones when their job ends well, always after the plan entries they depend on; a
+failed build skips its dependants but not the rest; a failed install stops the group. With
+several groups (a build host pre-building) only the builds are submitted and waited for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cq_portage.cq.client import Client, Outcome
+from cq_portage.emerge.install import install_script
+from cq_portage.emerge.jobs import BuildJob, build_argv, build_environment, dedupe_key
+from cq_portage.emerge.pending import Pending
+from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
+from cq_portage.emerge.progress import Progress
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 2
+# Job states after which waiting on the job again would tell nothing new.
+_REUSABLE = {1, 2}  # queued, running
+
+
+def entry_key(plan: Plan, entry: PlanEntry) -> str:
+    env = build_environment(plan, entry)
+    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand)
+
+
+def wire_key(key: str) -> str:
+    """The dedupe key as sent to the server: readable, and short whatever the variables."""
+    return f"{key.split(' ', 1)[0]} {hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+@dataclass
+class Item:
+    """One line of progress: a plan entry (installing) or a build job (building only)."""
+
+    name: str
+    key: str | None  # the build's dedupe key; None: a binary package is there already
+    entry: PlanEntry | None = None
+    state: str = "waiting"
+    detail: str = ""
+    job_id: int | None = None
+
+    @property
+    def cpv(self) -> str:
+        return self.entry.cpv if self.entry else self.name
+
+
+@dataclass
+class Summary:
+    group: str | None
+    items: list[Item]
+    submitted: int = 0
+    reused: int = 0
+    install_logs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        done = {"installed"} if self.group else {"built"}
+        return all(i.state in done for i in self.items)
+
+
+@dataclass
+class Update:
+    client: Client
+    jobs: list[BuildJob]
+    pending: Pending
+    progress: Progress
+    plan: Plan | None = None  # the group to install; None: build only
+    log_dir: Path = Path("/var/log/cq-portage")
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run
+    ids: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # why installing stopped
+
+    def __post_init__(self) -> None:
+        if self.plan is not None:
+            self.items = [Item(e.cpv, None if e.action == BINARY else entry_key(self.plan, e), e,
+                               "binary" if e.action == BINARY else "waiting")
+                          for e in self.plan.entries]
+        else:
+            self.items = [Item(j.cpv, j.key, None) for j in self.jobs]
+        self.summary = Summary(self.plan.group.name if self.plan else None, self.items)
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(self) -> None:
+        """Queue every build, or reuse this host's earlier submission of it."""
+        for job in self.jobs:
+            known = self.pending.jobs.get(job.key)
+            if known is not None and self._reusable(known):
+                self.ids[job.key] = known
+                self.summary.reused += 1
+                continue
+            submitted = self.client.submit(list(job.argv), job.environment,
+                                           dedupe_key=wire_key(job.key))
+            if isinstance(submitted, Outcome):
+                raise RuntimeError(f"the server at {self.client.address} speaks only the "
+                                   "original cq protocol; cq-emerge needs cq-portage's cq-server")
+            self.ids[job.key] = submitted.job_id
+            self.pending.jobs[job.key] = submitted.job_id
+            self.pending.save()  # before waiting: a client that goes away keeps its jobs
+            self.summary.submitted += 1
+        for item in self.items:
+            if item.key is not None:
+                item.job_id = self.ids[item.key]
+                self._show(item, "queued", f"(job {item.job_id})")
+            else:
+                self._show(item, "binary", "(its binary package is ready)")
+
+    def _reusable(self, job_id: int) -> bool:
+        try:
+            info = self.client.status(job_id)
+        except Exception:  # noqa: BLE001 - unknown or pruned: submit it again
+            return False
+        return info.state in _REUSABLE or (info.state == 3 and info.exit_status == 0)
+
+    # -- waiting and installing ----------------------------------------------------------
+
+    def wait_and_install(self) -> Summary:
+        self._install_ready()
+        for job_id in sorted(set(self.ids.values())):
+            outcome = self.client.wait(job_id, self._refresh, poll=POLL_SECONDS)
+            self._ended(job_id, outcome)
+            self._install_ready()
+        for item in self.items:
+            if item.state in ("binary", "built") and self.plan is not None:
+                self._show(item, "skipped", self.stopped or "not installed")
+        return self.summary
+
+    def _refresh(self, _rep) -> None:
+        active = {j.id: j for j in self.client.list() if j.state in _REUSABLE}
+        for item in self.items:
+            info = active.get(item.job_id)
+            if info is None or item.state not in ("queued", "building"):
+                continue
+            if info.state == 2:
+                self._show(item, "building", f"(job {info.id})")
+            else:
+                self._show(item, "queued", f"(job {info.id}, position {info.position})")
+
+    def _ended(self, job_id: int, outcome: Outcome) -> None:
+        for item in self.items:
+            if item.job_id != job_id:
+                continue
+            if outcome.ok:
+                self.pending.forget([item.key])
+                self._show(item, "built")
+            else:
+                why = outcome.error or f"exit status {outcome.exit_status}"
+                self._show(item, "failed", f"(job {job_id}: {why}; build log: "
+                                           f"cq-client -h {self.client.address.split(':')[0]} "
+                                           f"--log {job_id})")
+                self.pending.forget([item.key])
+        self.pending.save()
+
+    def _install_ready(self) -> None:
+        if self.plan is None or self.stopped:
+            return
+        done = {i.cpv for i in self.items if i.state == "installed"}
+        blocked = {i.cpv for i in self.items if i.state in ("failed", "skipped")}
+        batch: list[Item] = []
+        for item in self.items:
+            deps = item.entry.depends
+            if item.state in ("failed", "skipped", "installed"):
+                continue
+            if blocked & set(deps):
+                failed = sorted(blocked & set(deps))[0]
+                self._show(item, "skipped", f"(needs {failed})")
+                blocked.add(item.cpv)
+            elif item.state in ("binary", "built") and set(deps) <= done | {
+                    b.cpv for b in batch}:
+                batch.append(item)
+        if batch:
+            self._install(batch)
+
+    def _install(self, batch: list[Item]) -> None:
+        for item in batch:
+            self._show(item, "installing")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        script = self.log_dir / f"install-{self.plan.group.name}-{stamp}-{batch[0].job_id or 0}.sh"
+        script.write_text(install_script(self.plan, [i.entry for i in batch]))
+        logfile = script.with_suffix(".log")
+        self.summary.install_logs.append(str(logfile))
+        with open(logfile, "wb") as out:
+            status = self.run(["sh", str(script)], stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+        if status == 0:
+            for item in batch:
+                self._show(item, "installed")
+            return
+        self.stopped = f"(install of the group stopped: see {logfile})"
+        for item in batch:
+            self._show(item, "failed", f"(install failed, exit status {status}: {logfile})")
+
+    def _show(self, item: Item, state: str, detail: str = "") -> None:
+        item.state, item.detail = state, detail
+        self.progress.set(item.name, state, detail)

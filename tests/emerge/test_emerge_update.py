@@ -1,0 +1,185 @@
+"""cq-emerge end to end: real munged, a real cq-server whose jobs build in a build-host
+prefix with real emerge, client prefixes that install with real emerge --usepkgonly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cq_portage.sandbox.prefix import Prefix, Sandbox
+from cq_portage.sandbox.repository import MULTILIB_IUSE, Ebuild
+from cq_portage.sandbox.server import CqServer
+
+REPO = [
+    Ebuild("dev-libs/base-1", iuse=MULTILIB_IUSE),
+    Ebuild("dev-libs/tls-1"),
+    Ebuild("www-servers/websrv-1", iuse=("ssl", "http2", "X"),
+           rdepend="dev-libs/base ssl? ( dev-libs/tls )"),
+    Ebuild("dev-db/dbsrv-1", iuse=("X", "ssl") + MULTILIB_IUSE, rdepend="dev-libs/base"),
+    Ebuild("app-misc/broken-1", dies=True),
+    Ebuild("app-misc/needs-broken-1", rdepend="app-misc/broken"),
+    Ebuild("app-misc/indep-1"),
+    Ebuild("app-misc/later-1"),
+    Ebuild("app-misc/unbuilt-1"),
+]
+GROUPS = {
+    "web": {"use": "ssl http2 -X", "packages": ["www-servers/websrv"]},
+    "db": {"use": "X -ssl", "abi_x86": "64 32", "packages": ["dev-db/dbsrv"]},
+    "mixed": {"packages": ["app-misc/needs-broken", "app-misc/indep"]},
+    "later": {"packages": ["app-misc/later"]},
+    "unbuilt": {"packages": ["app-misc/unbuilt"]},
+}
+
+
+@dataclass
+class Site:
+    sandbox: Sandbox
+    build: Prefix
+    server: CqServer
+    config: Path
+
+    def client(self, name: str) -> Prefix:
+        return self.sandbox.prefixes.get(name) or self.sandbox.add_prefix(name)
+
+    def cq_emerge(self, prefix: Prefix, *args: str, timeout: float = 600):
+        return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                               str(self.config), *args], env=prefix.env(), text=True,
+                              capture_output=True, timeout=timeout)
+
+    def jobs_run(self) -> list[str]:
+        """The atoms of every build job the server has run (or is running)."""
+        with self.server.client() as client:
+            return [j.args[-1] for j in client.list() if j.args[-1].startswith("=")]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, munged):
+    root = tmp_path_factory.mktemp("site")
+    sandbox = Sandbox(root / "sandbox").create()
+    sandbox.repository.add(*REPO)
+    build = sandbox.add_prefix("build")
+    hook = str(Path(sys.executable).parent / "cq-emerge-hook")
+    server = CqServer(root / "server", munged.socket, {"incoming_hook": [hook]},
+                      env=build.env()).start()
+    config = root / "cq-portage.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"host": "127.0.0.1", "port": server.port, "munge_socket": munged.socket,
+                   "timeout": 10},
+        "groups": GROUPS}))
+    yield Site(sandbox, build, server, config)
+    server.stop()
+
+
+def instances(site: Site) -> Counter:
+    return Counter((i.cpv, i.use) for i in site.sandbox.binary_instances())
+
+
+def test_two_web_hosts_at_once_build_once_and_both_install(site):
+    web1, web2 = site.client("web1"), site.client("web2")
+    with site.server.client() as client:  # a busy build host: both plans meet a queue
+        client.submit(["sleep", "3"])
+    results = {}
+    threads = [threading.Thread(target=lambda p=p: results.update(
+        {p.name: site.cq_emerge(p, "--group", "web")})) for p in (web1, web2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name}: {result.stdout}\n{result.stderr}"
+        assert "cq-emerge: www-servers/websrv-1: installed" in result.stdout
+    for prefix in (web1, web2):
+        installed = prefix.installed()
+        assert installed["www-servers/websrv-1"].use == {"ssl", "http2"}
+        assert "dev-libs/tls-1" in installed and "dev-libs/base-1" in installed
+    assert all(n == 1 for n in instances(site).values()), instances(site)
+    assert Counter(site.jobs_run()) == Counter(
+        {"=dev-libs/base-1::cqtest": 1, "=dev-libs/tls-1::cqtest": 1,
+         "=www-servers/websrv-1::cqtest": 1})
+    # Progress, one line per change when not on a terminal: queued, building, built, installed
+    lines = [line for line in results["web1"].stdout.splitlines()
+             if line.startswith("cq-emerge: www-servers/websrv-1: ")]
+    states = [line.split(": ")[2].split()[0] for line in lines]
+    assert states[0] == "queued" and states[-2:] == ["installing", "installed"]
+
+
+def test_second_run_does_nothing_and_says_so(site):
+    before = site.jobs_run()
+    again = site.cq_emerge(site.client("web1"), "--group", "web")
+    assert again.returncode == 0 and "Nothing to merge: web already up to date." in again.stdout
+    assert site.jobs_run() == before
+
+
+def test_other_group_gets_its_own_instances_and_binaries_are_not_rebuilt(site):
+    db1 = site.client("db1")
+    done = site.cq_emerge(db1, "--group", "db", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    states = {p["cpv"]: p["state"] for p in summary["packages"]}
+    assert states == {"dev-libs/base-1": "installed", "dev-db/dbsrv-1": "installed"}
+    installed = db1.installed()
+    assert installed["dev-db/dbsrv-1"].use == {"X", "abi_x86_32", "abi_x86_64"}
+    assert installed["dev-libs/base-1"].use == {"abi_x86_32", "abi_x86_64"}
+    # a third web host needs no build at all: web's instances exist
+    jobs = len(site.jobs_run())
+    web3 = site.cq_emerge(site.client("web3"), "--group", "web")
+    assert web3.returncode == 0 and len(site.jobs_run()) == jobs
+    assert "www-servers/websrv-1: binary" in web3.stdout
+
+
+def test_failed_build_skips_dependants_installs_the_rest(site):
+    host = site.client("mixed1")
+    result = site.cq_emerge(host, "--group", "mixed")
+    assert result.returncode == 1
+    installed = host.installed()
+    assert "app-misc/indep-1" in installed
+    assert "app-misc/broken-1" not in installed and "app-misc/needs-broken-1" not in installed
+    errors = result.stderr.splitlines()
+    broken = [e for e in errors if e.startswith("!!! app-misc/broken-1: failed")]
+    assert broken and "exit status 1" in broken[0] and "--log" in broken[0]
+    assert any(e.startswith("!!! app-misc/needs-broken-1: skipped (needs app-misc/broken-1)")
+               for e in errors)
+    job_id = broken[0].split("--log ")[1].rstrip(")")
+    with site.server.client() as client:
+        log, _, _ = client.log(int(job_id))
+    assert b"fails to build, on purpose" in log
+
+
+def test_detached_run_installs_in_the_background(site):
+    host = site.client("later1")
+    start = time.monotonic()
+    result = site.cq_emerge(host, "--group", "later", "--detach")
+    assert result.returncode == 0, result.stderr
+    assert "in the background" in result.stdout
+    deadline = time.monotonic() + 300
+    while "app-misc/later-1" not in host.installed():
+        assert time.monotonic() < deadline, "the background run did not install"
+        time.sleep(0.5)
+    assert time.monotonic() - start < 300
+    assert Counter(site.jobs_run())["=app-misc/later-1::cqtest"] == 1
+
+
+def test_unreachable_server_is_one_line_and_exit_1(site, tmp_path):
+    config = yaml.safe_load(site.config.read_text())
+    config["server"]["port"] = 1
+    config["server"]["timeout"] = 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    host = site.client("lonely")
+    result = subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                             str(bad), "--group", "unbuilt", "--quiet"], env=host.env(),
+                            text=True, capture_output=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "cq-emerge: no answer from cq-server at 127.0.0.1:1 within 1s "
+        "(is it running? is the address right?)"]
+    assert host.installed() == {}
