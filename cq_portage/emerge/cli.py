@@ -82,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with a parsed command line, as one sentence, or None."""
-    if not args.group and not args.all_groups:
-        return "name a group with --group NAME, or use --all-groups"
     if args.group and args.all_groups:
         return "--group and --all-groups exclude each other"
     if args.jobs is not None and args.jobs < 1:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cq_portage.emerge.profiles import (DEFAULT_PORT, Config, ConfigError, GroupProfile,
-                                        PackageUse, Server)
+                                        HostSettings, PackageUse, Server)
 
 # PMS 3.1.4: a USE flag name; "-*" resets in USE, like make.conf.
 _FLAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+_@-]*")
@@ -20,7 +21,8 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Set by their own keys, or moving Portage to another root: not for a group's env.
 _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
-_TOP_KEYS = ("server", "groups")
+_TOP_KEYS = ("server", "groups", "host")
+_HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
 _GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command")
 
@@ -60,10 +62,34 @@ class Validator:
                 group = self.group(name, group_node)
                 if group is not None:
                     groups[name] = group
+        host = self.host(top["host"][1], groups) if top and "host" in top else HostSettings()
         if self.problems:
             raise ConfigError(self.problems)
         assert server is not None
-        return Config(path=self.path, server=server, groups=groups)
+        return Config(path=self.path, server=server, groups=groups, host=host)
+
+    def host(self, node: yaml.Node, groups: Mapping[str, GroupProfile]) -> HostSettings:
+        """This host's own settings: its groups (what a bare cq-emerge, the nightly cron job
+        and the postsync hook update) and whether the postsync hook runs."""
+        entries = self.mapping(node, "'host'", _HOST_KEYS)
+        if entries is None:
+            return HostSettings()
+        names: list[str] = []
+        if "groups" in entries:
+            for name, item in self.words(entries["groups"][1], "'host.groups'") or []:
+                if name not in groups:
+                    known = ", ".join(groups) or "none"
+                    self.error(item, f"'host.groups' names unknown group {name!r} "
+                                     f"(known groups: {known})")
+                else:
+                    names.append(name)
+        postsync = True
+        if "postsync" in entries:
+            postsync = self.scalar(entries["postsync"][1])
+            if not isinstance(postsync, bool):
+                self.error(entries["postsync"][1], "'host.postsync' must be true or false")
+                postsync = True
+        return HostSettings(groups=tuple(names), postsync=postsync)
 
     def mapping(self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None
                 ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:

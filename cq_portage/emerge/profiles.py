@@ -74,16 +74,27 @@ class GroupProfile:
 
 
 @dataclass(frozen=True)
+class HostSettings:
+    groups: tuple[str, ...] = ()  # this host's groups: what a bare `cq-emerge` updates
+    postsync: bool = True  # whether the Portage postsync hook starts cq-emerge
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: Server
     groups: Mapping[str, GroupProfile]
+    host: HostSettings = HostSettings()
 
     def select(self, names: Iterable[str], all_groups: bool = False) -> list[GroupProfile]:
         """The groups asked for, in the order asked (all of them, in file order, if
         `all_groups`); an unknown name is a ConfigError that lists the known ones."""
         if all_groups:
             return list(self.groups.values())
+        names = list(names) or list(self.host.groups)
+        if not names:
+            raise ConfigError([f"{self.path}: no group given: name one with --group NAME, use "
+                               "--all-groups, or list this host's in host: {groups: [...]}"])
         chosen: list[GroupProfile] = []
         known = ", ".join(self.groups) or "none"
         for name in names:

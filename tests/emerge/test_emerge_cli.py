@@ -74,7 +74,8 @@ def test_forked_planning_equals_planning_in_one_process(world, config):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "name a group with --group NAME, or use --all-groups"),
+    ([], "no group given: name one with --group NAME, use --all-groups, or list this "
+         "host's in host: {groups: [...]}"),
     (["-g", "web", "--all-groups"], "--group and --all-groups exclude each other"),
     (["-g", "web", "-v", "-q"], "--verbose and --quiet exclude each other"),
     (["-g", "web", "--bogus"], "unrecognized arguments: --bogus"),
@@ -159,3 +160,26 @@ def test_colour_by_default_on_a_terminal_only(world, config):
     piped = cq_emerge(world.client, "--config", str(config), "-p", "-g", "web",
                       env={"NOCOLOR": ""})
     assert "\x1b[" not in piped.stdout
+
+
+def test_host_groups_are_what_a_bare_run_plans(world, tmp_path):
+    path = tmp_path / "host.yaml"
+    path.write_text("server: {host: localhost}\n"
+                    "groups:\n  web: {use: ssl}\n  db: {use: X}\n"
+                    "host: {groups: [db]}\n")
+    done = cq_emerge(world.client, "--config", str(path), "-p", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [p["group"] for p in json.loads(done.stdout)["plans"]] == ["db"]
+
+
+@pytest.mark.parametrize("host, problem", [
+    ("host: {groups: [nope]}", "5: 'host.groups' names unknown group 'nope' (known groups: web)"),
+    ("host: {postsync: maybe}", "5: 'host.postsync' must be true or false"),
+    ("host: {other: 1}", "5: unknown key 'other'"),
+])
+def test_host_section_errors_name_the_line(world, tmp_path, host, problem):
+    path = tmp_path / "host.yaml"
+    path.write_text(f"server: {{host: localhost}}\ngroups:\n  web: {{use: ssl}}\n\n{host}\n")
+    done = cq_emerge(world.client, "--config", str(path), "-p")
+    assert done.returncode == 2
+    assert f"{path}:{problem}" in done.stderr and "Traceback" not in done.stderr
