@@ -37,7 +37,7 @@ src_install() {{
 	echo "${{PF}} ${{USE}}" > "${{T}}/${{PF}}" || die
 	doins "${{T}}/${{PF}}"
 }}
-"""
+{preinst}"""
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Ebuild:
     keywords: str = "amd64"
     eapi: str = "8"
     dies: bool = False  # src_install fails: a build that breaks
+    dies_on_merge: bool = False  # pkg_preinst fails: builds fine, cannot be installed
 
     @property
     def category(self) -> str:
@@ -74,11 +75,14 @@ class Ebuild:
             eapi=self.eapi, description=f"generated test package {self.pf}", pn=self.pn,
             slot=self.slot, keywords=self.keywords, iuse=" ".join(self.iuse),
             depend=self.depend, rdepend=self.rdepend,
-            fail='\tdie "${PF} fails to build, on purpose"\n' if self.dies else "")
+            fail='\tdie "${PF} fails to build, on purpose"\n' if self.dies else "",
+            preinst='\npkg_preinst() {\n\tdie "${PF} refuses to be installed, on purpose"\n}\n'
+            if self.dies_on_merge else "")
 
     def cache_entry(self, ebuild_md5: str) -> str:
         values = {
-            "DEFINED_PHASES": "install", "DEPEND": self.depend,
+            "DEFINED_PHASES": "install preinst" if self.dies_on_merge else "install",
+            "DEPEND": self.depend,
             "DESCRIPTION": f"generated test package {self.pf}", "EAPI": self.eapi,
             "HOMEPAGE": f"https://example.org/{self.pn}", "IUSE": " ".join(self.iuse),
             "KEYWORDS": self.keywords, "LICENSE": "MIT", "RDEPEND": self.rdepend,

@@ -4,6 +4,8 @@ prefix with real emerge, client prefixes that install with real emerge --usepkgo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +32,10 @@ REPO = [
     Ebuild("app-misc/indep-1"),
     Ebuild("app-misc/later-1"),
     Ebuild("app-misc/unbuilt-1"),
+    Ebuild("app-misc/noinst-1", dies_on_merge=True),
+    Ebuild("app-misc/asked-1"),
+    Ebuild("app-misc/away-1"),
+    Ebuild("app-misc/shown-1"),
 ]
 GROUPS = {
     "web": {"use": "ssl http2 -X", "packages": ["www-servers/websrv"]},
@@ -37,6 +43,10 @@ GROUPS = {
     "mixed": {"packages": ["app-misc/needs-broken", "app-misc/indep"]},
     "later": {"packages": ["app-misc/later"]},
     "unbuilt": {"packages": ["app-misc/unbuilt"]},
+    "noinst": {"packages": ["app-misc/noinst"]},
+    "asked": {"packages": ["app-misc/asked"]},
+    "away": {"packages": ["app-misc/away"]},
+    "shown": {"packages": ["app-misc/shown"]},
 }
 
 
@@ -50,10 +60,17 @@ class Site:
     def client(self, name: str) -> Prefix:
         return self.sandbox.prefixes.get(name) or self.sandbox.add_prefix(name)
 
-    def cq_emerge(self, prefix: Prefix, *args: str, timeout: float = 600):
+    def cq_emerge(self, prefix: Prefix, *args: str, timeout: float = 600, **kw):
         return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
                                str(self.config), *args], env=prefix.env(), text=True,
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, **kw)
+
+    def hold_queue(self, seconds: float) -> None:
+        """A busy build host: what is submitted next stays queued for a while."""
+        with self.server.client() as client:
+            job = client.submit(["sleep", str(seconds)]).job_id
+            while client.status(job).state != 2:
+                time.sleep(0.02)
 
     def jobs_run(self) -> list[str]:
         """The atoms of every build job the server has run (or is running)."""
@@ -77,6 +94,14 @@ def site(tmp_path_factory, munged):
         "groups": GROUPS}))
     yield Site(sandbox, build, server, config)
     server.stop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid > 0 and f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def instances(site: Site) -> Counter:
@@ -183,3 +208,73 @@ def test_unreachable_server_is_one_line_and_exit_1(site, tmp_path):
         "cq-emerge: no answer from cq-server at 127.0.0.1:1 within 1s "
         "(is it running? is the address right?)"]
     assert host.installed() == {}
+
+
+def test_failed_install_stops_the_group_and_is_reported(site):
+    host = site.client("noinst1")
+    result = site.cq_emerge(host, "--group", "noinst")
+    assert result.returncode == 1
+    assert "app-misc/noinst-1" not in host.installed()
+    line = [e for e in result.stderr.splitlines() if e.startswith("!!! app-misc/noinst-1")]
+    assert line and "install failed, exit status 1" in line[0]
+    log_file = Path(line[0].rsplit(": ", 1)[1].rstrip(")"))
+    assert "refuses to be installed, on purpose" in log_file.read_text()
+
+
+def test_ask_no_submits_nothing_yes_goes_ahead(site):
+    host = site.client("asked1")
+    before = site.jobs_run()
+    no = site.cq_emerge(host, "--group", "asked", "--ask", input="no\n")
+    assert no.returncode == 130 and "Quitting." in no.stdout
+    assert "Would you like to submit 1 build and install 1 package?" in no.stdout
+    assert site.jobs_run() == before
+    yes = site.cq_emerge(host, "--group", "asked", "--ask", input="yes\n")
+    assert yes.returncode == 0, yes.stderr
+    assert "app-misc/asked-1" in host.installed()
+
+
+def test_client_away_picks_up_its_jobs_without_building_twice(site):
+    host = site.client("away1")
+    site.hold_queue(4)
+    detached = site.cq_emerge(host, "--group", "away", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    # The host goes away: its background waiter dies before the build is done.
+    lock = host.path / "var/lib/cq-portage/away.lock"  # holds the background run's pid
+    deadline = time.monotonic() + 30
+    while not alive(background := int(lock.read_text().strip() or 0)):
+        assert time.monotonic() < deadline, "no background run took the lock"
+        time.sleep(0.05)
+    os.kill(background, signal.SIGKILL)
+    assert "app-misc/away-1" not in host.installed()
+    back = site.cq_emerge(host, "--group", "away")  # back while the build is still queued
+    assert back.returncode == 0, back.stderr
+    assert "0 build job(s) submitted, 1 reused" in back.stdout
+    assert "app-misc/away-1" in host.installed()
+    assert Counter(site.jobs_run())["=app-misc/away-1::cqtest"] == 1
+    again = site.cq_emerge(host, "--group", "away")
+    assert "Nothing to merge" in again.stdout
+
+
+def test_terminal_shows_one_updating_display(site):
+    import pty
+
+    host = site.client("shown1")
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                             str(site.config), "--group", "shown"], env=host.env(),
+                            stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+    assert proc.wait(300) == 0
+    os.close(main)
+    text = output.decode(errors="replace")
+    assert "\033[1F" in text  # redrawn in place: cursor back up over the block
+    assert "installed" in text and "cq-emerge: app-misc/shown-1:" not in text
