@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show what would be done and ask before submitting")
     parser.add_argument("--detach", action="store_true",
                         help="submit the builds, then wait and install in the background")
+    parser.add_argument("--postsync", nargs="*", metavar="ARG",
+                        help="what Portage's postsync hook runs: update this host's groups in "
+                        "the background (ARG: the repository NAME URI PATH of repo.postsync.d)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (plans, jobs) instead of emerge-like lines")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -66,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("cq_portage").setLevel(logging.DEBUG)
     try:
         config = load_config(config_path(args.config))
+        if args.postsync is not None:
+            from cq_portage.emerge.postsync import run_postsync
+
+            return run_postsync(config, args.postsync)
         groups = config.select(args.group, args.all_groups)
     except ConfigError as error:
         for problem in error.problems:

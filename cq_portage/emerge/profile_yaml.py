@@ -83,12 +83,19 @@ class Validator:
                                      f"(known groups: {known})")
                 else:
                     names.append(name)
-        postsync = True
+        postsync: bool | tuple[str, ...] = True
         if "postsync" in entries:
-            postsync = self.scalar(entries["postsync"][1])
-            if not isinstance(postsync, bool):
-                self.error(entries["postsync"][1], "'host.postsync' must be true or false")
-                postsync = True
+            node = entries["postsync"][1]
+            value = self.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+            if isinstance(value, bool):
+                postsync = value
+            else:
+                repos = self.words(node, "'host.postsync'")
+                if not repos or not isinstance(node, yaml.SequenceNode):
+                    self.error(node, "'host.postsync' must be true, false or a list of "
+                                     "repository names")
+                else:
+                    postsync = tuple(name for name, _ in repos)
         return HostSettings(groups=tuple(names), postsync=postsync)
 
     def mapping(self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None

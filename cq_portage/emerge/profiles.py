@@ -76,7 +76,8 @@ class GroupProfile:
 @dataclass(frozen=True)
 class HostSettings:
     groups: tuple[str, ...] = ()  # this host's groups: what a bare `cq-emerge` updates
-    postsync: bool = True  # whether the Portage postsync hook starts cq-emerge
+    # The Portage postsync hook: True once per sync, False never, or after these repositories
+    postsync: bool | tuple[str, ...] = True
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,8 @@ def test_host_groups_are_what_a_bare_run_plans(world, tmp_path):
 
 @pytest.mark.parametrize("host, problem", [
     ("host: {groups: [nope]}", "5: 'host.groups' names unknown group 'nope' (known groups: web)"),
-    ("host: {postsync: maybe}", "5: 'host.postsync' must be true or false"),
+    ("host: {postsync: maybe}", "5: 'host.postsync' must be true, false or a list of "
+                                 "repository names"),
     ("host: {other: 1}", "5: unknown key 'other'"),
 ])
 def test_host_section_errors_name_the_line(world, tmp_path, host, problem):

@@ -1,0 +1,51 @@
+"""cq-emerge --postsync: what Portage's postsync hook runs after a sync.
+
+Portage runs hooks in /etc/portage/postsync.d/ once per sync with no arguments, and hooks in
+/etc/portage/repo.postsync.d/ once per repository with NAME URI PATH. By default cq-emerge
+acts on the first kind only, so one sync starts one update; `host: {postsync: [REPO, ...]}`
+makes it act after those repositories instead, and `postsync: false` turns it off. The
+update itself (plan, builds, installs of this host's groups) runs in the background, so the
+sync returns at once, and logs to EROOT/var/log/cq-portage/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from cq_portage.emerge.profiles import Config
+
+NIGHTLY_ENV = "CQ_PORTAGE_NIGHTLY"  # set by the nightly job, which runs cq-emerge itself
+
+
+def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdout) -> int:
+    setting, groups = config.host.postsync, config.host.groups
+    repo = repo_args[0] if repo_args else None
+    if os.environ.get(NIGHTLY_ENV):
+        stdout.write("cq-emerge: postsync: the nightly job updates this host itself\n")
+        return 0
+    if setting is False:
+        stdout.write(f"cq-emerge: postsync: off (host: {{postsync: false}} in {config.path})\n")
+        return 0
+    if not groups:
+        stdout.write(f"cq-emerge: postsync: no host: {{groups: [...]}} in {config.path}; "
+                     "nothing to update\n")
+        return 0
+    if (repo is None) != (setting is True) or (repo is not None and repo not in setting):
+        return 0  # not the call this host acts on (see the module docstring)
+    log_dir = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/")
+                   ) / "var/log/cq-portage"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"postsync-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    argv = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config.path),
+            "--quiet", *[a for g in groups for a in ("--group", g)]]
+    with open(log_file, "ab") as out:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    stdout.write(f"cq-emerge: postsync: updating {', '.join(groups)} in the background "
+                 f"(log: {log_file})\n")
+    return 0
