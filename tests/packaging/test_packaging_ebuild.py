@@ -130,10 +130,23 @@ def test_cq_portage_install_layout():
     assert dest["/etc/logrotate.d/cq-server"].src == "etc/logrotate.d/cq-server"
     assert dest["/etc/cq/cq-server.yaml"].src == "etc/cq/cq-server.yaml"
     assert dest["/etc/cq-portage/cq-portage.yaml"].src == "etc/cq-portage/cq-portage.yaml"
-    for item in ebuild.installed:
-        if item.dest.startswith("/etc/portage/postsync.d/"):
-            assert item.executable, "Portage runs only executable postsync hooks"
+    assert dest["/etc/cron.d/cq-portage"].src == "etc/cron.d/cq-portage"
+    hook = dest["/etc/portage/postsync.d/cq-portage"]
+    assert hook.executable, "Portage runs only executable postsync hooks"
     assert {"/var/lib/cq", "/var/log/cq"} <= set(ebuild.dirs)
+
+
+def test_cron_job_runs_an_installed_program():
+    ebuild = source_ebuild(MAIN_PACKAGE / "cq-portage-9999.ebuild")
+    executables = {i.dest for i in ebuild.installed if i.executable}
+    jobs = [line.split() for line in (REPO / "etc" / "cron.d" / "cq-portage").read_text()
+            .splitlines() if line.strip() and not line.startswith("#") and
+            not re.match(r"^\w+=", line)]
+    assert jobs, "the cron file has no job"
+    for fields in jobs:
+        # minute hour day month weekday user command...
+        assert len(fields) >= 7 and fields[5] == "root", fields
+        assert fields[6] in executables, f"{fields[6]} is not installed by the ebuild"
 
 
 def test_dependencies_match_setup_py():

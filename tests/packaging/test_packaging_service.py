@@ -237,6 +237,14 @@ def test_logrotate_rotates_the_service_log_and_signals_a_reopen():
     assert "copytruncate" not in block, "cq-server reopens its log: copytruncate loses lines"
 
 
+def test_logrotate_rotates_the_nightly_log():
+    nightly = (REPO / "etc" / "libexec" / "cq-portage-nightly").read_text()
+    m = re.search(r"^log_file=\$\{CQ_NIGHTLY_LOG:-(/\S+)\}$", nightly, re.M)
+    assert m, "the nightly job's default log file moved: update etc/logrotate.d/cq-portage"
+    text = (REPO / "etc" / "logrotate.d" / "cq-portage").read_text()
+    assert re.search(rf"^{re.escape(m[1])}\s*\{{", text, re.M)
+
+
 # --- example configs ----------------------------------------------------------------------
 
 def test_config_keys_listed_here_are_the_loaders():

@@ -57,7 +57,17 @@ python_install_all() {
 	insinto /etc/cq-portage
 	doins etc/cq-portage/cq-portage.yaml
 
-	keepdir /var/lib/cq /var/log/cq
+	# Clients: the nightly sync-and-update job and the Portage postsync hook
+	insinto /etc/cron.d
+	newins etc/cron.d/cq-portage cq-portage
+	exeinto /usr/libexec/cq-portage
+	doexe etc/libexec/cq-portage-nightly
+	exeinto /etc/portage/postsync.d
+	newexe etc/portage/postsync.d/cq-portage cq-portage
+	insinto /etc/logrotate.d
+	newins etc/logrotate.d/cq-portage cq-portage
+
+	keepdir /var/lib/cq /var/log/cq /var/log/cq-portage
 	fperms 0750 /var/lib/cq /var/log/cq
 }
 
@@ -71,5 +81,6 @@ pkg_postinst() {
 		elog "Clients: describe the groups in /etc/cq-portage/cq-portage.yaml and run"
 		elog "  cq-emerge --group GROUP --pretend"
 	fi
-	optfeature "rotating /var/log/cq/cq-server.log" app-admin/logrotate
+	optfeature "the nightly job in /etc/cron.d/cq-portage" virtual/cron
+	optfeature "rotating the logs in /var/log/cq and /var/log/cq-portage" app-admin/logrotate
 }
