@@ -78,8 +78,10 @@ pkg_postinst() {
 		elog "Build host: edit /etc/cq/cq-server.yaml, then"
 		elog "  rc-update add cq-server default && rc-service cq-server start"
 		elog "  (systemd: systemctl enable --now cq-server)"
-		elog "Clients: describe the groups in /etc/cq-portage/cq-portage.yaml and run"
-		elog "  cq-emerge --group GROUP --pretend"
+		elog "Clients: describe the groups, and this host's (host: {groups: [...]}), in"
+		elog "  /etc/cq-portage/cq-portage.yaml, then try cq-emerge --pretend."
+		elog "/etc/cron.d/cq-portage syncs and updates this host's groups at 03:30 every"
+		elog "night (log: /var/log/cq-portage/nightly.log); comment it out to opt out."
 	fi
 	optfeature "the nightly job in /etc/cron.d/cq-portage" virtual/cron
 	optfeature "rotating the logs in /var/log/cq and /var/log/cq-portage" app-admin/logrotate
