@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,10 +105,11 @@ def load_config(path: str | Path | None) -> ServerConfig:
         values["limits"] = Limits(**lim)
     if (hook := c.get(data, "incoming_hook", (str, list))) is not None:
         argv = (hook,) if isinstance(hook, str) else tuple(map(str, hook))
-        if not argv or not os.access(argv[0], os.X_OK):
-            raise c.error(data, "incoming_hook",
-                          f"incoming_hook {argv[0] if argv else ''!r} is not executable")
-        values["incoming_hook"] = argv
+        program = shutil.which(argv[0]) if argv else None  # a bare name is looked up in PATH
+        if not program:
+            raise c.error(data, "incoming_hook", f"incoming_hook {argv[0] if argv else ''!r} "
+                                                 "is not an executable file (or not in PATH)")
+        values["incoming_hook"] = (program, *argv[1:])
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
         if (value := c.get(data, key, (int, float))) is not None:

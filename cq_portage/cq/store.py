@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,15 +71,36 @@ def _job(row: sqlite3.Row) -> Job:
 
 
 class Store:
+    CHECKPOINT_SECONDS = 1.0
+
     def __init__(self, path: Path):
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        # Checkpoints copy the WAL into the database; done by the committing connection they
+        # stall whichever submission crosses the threshold, so a thread does them instead.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a deep queue stays in memory
         self.db.executescript(SCHEMA)
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint, daemon=True,
+                                              name="checkpoint")
+        self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            while not self._closing.wait(self.CHECKPOINT_SECONDS):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def close(self) -> None:
+        self._closing.set()
+        self._checkpointer.join()
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
 
     @contextmanager

@@ -8,7 +8,7 @@ binary package, and this hook merges those: a new job joins the running or queue
 its key and run-as user (a build of that instance under way is the work asked for). Jobs
 without a key (not cq-emerge's) are accepted as they are.
 
-Configure it in the server's config:  incoming_hook: [cq-emerge-hook]
+Configure it in the server's config:  incoming_hook: [cq-emerge-hook]  (looked up in PATH)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Portage runs hooks in /etc/portage/postsync.d/ once per sync with no arguments, 
 acts on the first kind only, so one sync starts one update; `host: {postsync: [REPO, ...]}`
 makes it act after those repositories instead, and `postsync: false` turns it off. The
 update itself (plan, builds, installs of this host's groups) runs in the background, so the
-sync returns at once, and logs to EROOT/var/log/cq-portage/.
+sync returns at once, and logs to EROOT/var/log/cq-portage/postsync.log.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
     log_dir = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/")
                    ) / "var/log/cq-portage"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"postsync-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_file = log_dir / "postsync.log"  # one file, appended to: logrotate keeps it short
     argv = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config.path),
             "--quiet", *[a for g in groups for a in ("--group", g)]]
     with open(log_file, "ab") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} after a sync: cq-emerge for "
+                  f"{', '.join(groups)}\n".encode())
+        out.flush()
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True)
     stdout.write(f"cq-emerge: postsync: updating {', '.join(groups)} in the background "

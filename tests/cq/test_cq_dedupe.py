@@ -105,3 +105,18 @@ def test_hook_merges_by_dedupe_key_rejects_and_fails_closed(hooked_server, tmp_p
     assert second["job"]["env"] == {"USE": "ssl http2"}
     assert [j["id"] for j in second["queue"] if j["state"] == "queued"] == [a.job_id]
     assert "hook rejected" in hooked_server.log.read_text()
+
+
+def test_hook_named_without_a_path_is_found_in_path(make_server, tmp_path):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    hook = folder / "my-hook"
+    hook.write_text('#!/bin/sh\necho \'{"action": "reject", "reason": "found me"}\'\n')
+    hook.chmod(0o755)
+    import os
+
+    server = make_server({"incoming_hook": ["my-hook"]},
+                         env=dict(os.environ, PATH=f"{folder}:{os.environ['PATH']}"))
+    with server.client() as client:
+        with pytest.raises(Refused, match="found me"):
+            client.submit(["true"])

@@ -5,18 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+from cq_portage.sandbox.processes import running as alive
 from cq_portage.cq.wire import Status
 
 from helpers import cq_client
 
 
-def alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for a reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_running(client, job_id):

@@ -9,6 +9,7 @@ import time
 
 import yaml
 
+from cq_portage.sandbox.processes import running as alive
 from cq_portage.cq.client import Refused
 
 
@@ -19,12 +20,6 @@ def wait_for(predicate, timeout=15.0):
         time.sleep(0.05)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def start_daemon(server, tmp_path, config: dict) -> int:

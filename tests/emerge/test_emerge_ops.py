@@ -46,8 +46,8 @@ def test_postsync_hook_starts_the_update_in_the_background(site, tmp_path):
     assert time.monotonic() - start < 10  # the sync is not kept waiting for builds
     assert "updating synced in the background" in done.stdout
     wait_installed(host, "app-misc/synced-1")
-    log = next((host.path / "var/log/cq-portage").glob("postsync-*.log"))
-    assert log.exists()
+    log = (host.path / "var/log/cq-portage/postsync.log").read_text()
+    assert "after a sync: cq-emerge for synced" in log
 
 
 def test_per_repository_calls_act_only_when_configured(site, tmp_path):

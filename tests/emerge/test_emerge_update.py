@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cq_portage.sandbox.processes import running as alive
 from site_helpers import Site, make_site
 
 @pytest.fixture(scope="module")
@@ -25,12 +26,6 @@ def site(tmp_path_factory, munged):
     site.server.stop()
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return pid > 0 and f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def instances(site: Site) -> Counter:
