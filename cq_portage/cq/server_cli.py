@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path,
                    help=f"job store and job logs (default {DEFAULT_STATE_DIR})")
     p.add_argument("--munge-socket", help="munged's socket (default: libmunge's default)")
+    p.add_argument("--check-config", action="store_true",
+                   help="check the configuration and the command line, then exit")
     p.add_argument("--daemon", action="store_true",
                    help="detach from the terminal (logs go to --log-file, else syslog)")
     p.add_argument("--pid-file", type=Path, help="write the server's pid here")
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     try:
         config = configure(args)
+        if args.check_config:
+            print(f"cq-server: configuration OK ({args.config or 'built-in defaults'})")
+            return 0
         lock = pid_lock(args.pid_file) if args.pid_file and args.daemon else None
         preflight(config)
         if args.daemon:

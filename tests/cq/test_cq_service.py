@@ -118,3 +118,15 @@ def test_daemon_refuses_second_instance_and_reports_config_errors(make_server, t
     finally:
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not alive(pid))
+
+
+def test_check_config(make_server, tmp_path):
+    server = make_server(folder="fg")
+    good = subprocess.run(server.argv() + ["--check-config"], capture_output=True, text=True)
+    assert good.returncode == 0 and "configuration OK" in good.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_as: nosuchuser\n")
+    broken = subprocess.run(server.argv()[:-2] + ["--config", str(bad), "--check-config"],
+                            capture_output=True, text=True)
+    assert broken.returncode == 2
+    assert broken.stderr == f"cq-server: {bad}:1: run_as: unknown user 'nosuchuser'\n"

@@ -8,6 +8,8 @@ import configparser
 import re
 import shlex
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,6 +42,7 @@ checkpath() { echo "CHECKPATH $*"; }
 eval "$CONFD_TEXT"
 . "$INIT"
 echo "COMMAND $command"
+command="$CQ_SERVER_BIN"  # this checkout's cq-server, for start_pre's --check-config
 echo "SUPERVISOR $supervisor"
 echo "PIDFILE $pidfile"
 echo "RETRY $retry"
@@ -52,16 +55,17 @@ command -v reload >/dev/null && echo "RELOAD"
 """
 
 
-def openrc(shell: str = "sh", **conf: str) -> dict[str, list[str]]:
+def openrc(shell: str = "sh", stderr: str = "", **conf: str) -> dict[str, list[str]]:
     """Source conf.d (plus `conf` on top) and the init script the way openrc-run does, in a
     POSIX shell with openrc-run's helpers stubbed; what each stub saw, by keyword."""
     confd = CONFD.read_text() + "".join(f"\n{k}={shlex.quote(v)}" for k, v in conf.items())
     done = subprocess.run(
         [shell, "-c", _OPENRC_STUBS],
         env={"PATH": "/usr/bin:/bin", "RC_SVCNAME": "cq-server", "CONFD_TEXT": confd,
-             "INIT": str(INIT)},
+             "INIT": str(INIT), "CQ_SERVER_BIN": str(Path(sys.executable).parent / "cq-server")},
         capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert done.returncode == 0 and stderr in done.stderr, done.stderr
+    assert bool(done.stderr) == bool(stderr), done.stderr
     seen: dict[str, list[str]] = {}
     for line in done.stdout.splitlines():
         word, _, rest = line.partition(" ")
@@ -152,6 +156,14 @@ def test_openrc_empty_values_turn_options_off():
 def test_openrc_start_refuses_a_missing_config():
     assert openrc(CQ_SERVER_CONFIG="/nonexistent/cq-server.yaml")["START_PRE"] == ["1"]
     assert openrc(CQ_SERVER_CONFIG=str(SERVER_YAML))["START_PRE"] == ["0"]
+
+
+def test_openrc_start_refuses_a_broken_config(tmp_path):
+    broken = tmp_path / "cq-server.yaml"
+    broken.write_text("listen: {port: 0}\n")
+    seen = openrc(CQ_SERVER_CONFIG=str(broken),
+                  stderr=f"cq-server: {broken}:1: port 0 is not between 1 and 65535")
+    assert seen["START_PRE"] == ["1"]
 
 
 def test_openrc_conf_d_documents_only_variables_that_do_something():
