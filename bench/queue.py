@@ -83,7 +83,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--jobs", type=int, default=2000, help="jobs for the run rate (N)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients (M)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (M)")
     p.add_argument("--queued", type=int, default=50000, help="deep queue size")
     p.add_argument("--samples", type=int, default=500, help="latency samples")
     args = p.parse_args()

@@ -18,23 +18,20 @@ from .wire import Status
 log = logging.getLogger(__name__)
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid`: with the pid, it names one process, not a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+JOB_ID_VAR = "CQ_JOB_ID"  # in every job's environment: the job knows its id, and so do we
 
 
 def kill_orphan(running_file: Path, job_id: int) -> bool:
     """Kill the process group of job `job_id` left running by a dead server, if it is still
-    there: `running_file` names the pid and its start time, so a reused pid is left alone."""
+    there. `running_file` names its pid; the process's own environment must name the job
+    too, so that a reused pid is left alone."""
     try:
-        recorded_job, pid, start = running_file.read_text().split()
+        recorded_job, pid = running_file.read_text().split()[:2]
+        with open(f"/proc/{int(pid)}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
     except (OSError, ValueError):
         return False
-    if int(recorded_job) != job_id or process_start(int(pid)) != start:
+    if int(recorded_job) != job_id or f"{JOB_ID_VAR}={job_id}".encode() not in environ:
         return False
     try:
         os.killpg(int(pid), signal.SIGKILL)
@@ -61,6 +58,10 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.set_policy(self.policy)
+        self._log_folder: Path | None = None
+        self._running_fd = None
+        if self.running_file:
+            self._running_fd = os.open(self.running_file, os.O_RDWR | os.O_CREAT, 0o640)
 
     def set_policy(self, policy: EnvPolicy) -> None:
         """Takes effect from the next job (a reload does not touch the running one)."""
@@ -70,14 +71,16 @@ class Executor:
     def run(self, job: Job) -> Result:
         """Run `job` to its end (blocking; the server calls it in a worker thread)."""
         env = self.policy.effective(self.base_env, job.env)
+        env[JOB_ID_VAR] = str(job.id)
         log_path = Path(job.log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if log_path.parent != self._log_folder:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_folder = log_path.parent
         ids = {}
         if job.run_as.uid is not None:
             ids = dict(user=job.run_as.uid, group=job.run_as.gid,
                        extra_groups=groups_of(job.run_as.uid, job.run_as.gid))
-        with open(log_path, "wb") as out:
-            os.chmod(log_path, 0o640)
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as out:
             try:
                 with self._lock:
                     self._stopping = None
@@ -91,9 +94,9 @@ class Executor:
                 msg = f"cannot execute {job.command!r}: {reason}"
                 out.write(f"cq: {msg}\n".encode())
                 return Result(JobState.FAILED, Status.EXEC_FAILED, 127, msg)
-        if self.running_file:
-            # Not fsync'd: it only serves to clean up after a crash of the server.
-            self.running_file.write_text(f"{job.id} {proc.pid} {process_start(proc.pid)}\n")
+        if self._running_fd is not None:
+            # Overwritten in place, not fsync'd: it only serves after a crash of the server.
+            os.pwrite(self._running_fd, f"{job.id} {proc.pid}\n".ljust(40).encode(), 0)
         returncode = proc.wait()
         with self._lock:
             self._current, stopping = None, self._stopping

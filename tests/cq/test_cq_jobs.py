@@ -45,7 +45,7 @@ def test_environment_is_servers_minus_denylist_plus_request(make_server, tmp_pat
         seen = dict(line.split("=", 1) for line in (tmp_path / "env").read_text().splitlines()
                     if "=" in line)
         assert seen["SERVER_VAR"] == "from-server" and seen["SHARED"] == "request"
-        assert seen["REQ_VAR"] == "x=y"
+        assert seen["REQ_VAR"] == "x=y" and seen["CQ_JOB_ID"] == str(outcome.job_id)
         for denied in ("LD_LIBRARY_PATH", "BASH_ENV", "SECRET_TOKEN"):
             assert denied not in seen
         for denied in ("LD_PRELOAD", "SECRET_X"):
