@@ -12,11 +12,10 @@ import hashlib
 import logging
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cq_portage.cq.client import Client, Outcome
+from cq_portage.cq.client import Client, Outcome, Refused
 from cq_portage.emerge.install import install_script
 from cq_portage.emerge.jobs import BuildJob, build_argv, build_environment, dedupe_key
 from cq_portage.emerge.pending import Pending
@@ -77,7 +76,6 @@ class Update:
     progress: Progress
     plan: Plan | None = None  # the group to install; None: build only
     log_dir: Path = Path("/var/log/cq-portage")
-    run: Callable[..., subprocess.CompletedProcess] = subprocess.run
     ids: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # why installing stopped
 
@@ -119,7 +117,7 @@ class Update:
     def _reusable(self, job_id: int) -> bool:
         try:
             info = self.client.status(job_id)
-        except Exception:  # noqa: BLE001 - unknown or pruned: submit it again
+        except Refused:  # unknown, or pruned by now: submit it again
             return False
         return info.state in _REUSABLE or (info.state == 3 and info.exit_status == 0)
 
@@ -151,15 +149,14 @@ class Update:
         for item in self.items:
             if item.job_id != job_id:
                 continue
+            self.pending.forget([item.key])  # ended: nothing left to wait for
             if outcome.ok:
-                self.pending.forget([item.key])
                 self._show(item, "built")
             else:
                 why = outcome.error or f"exit status {outcome.exit_status}"
                 self._show(item, "failed", f"(job {job_id}: {why}; build log: "
                                            f"cq-client -h {self.client.address.split(':')[0]} "
                                            f"--log {job_id})")
-                self.pending.forget([item.key])
         self.pending.save()
 
     def _install_ready(self) -> None:
@@ -192,7 +189,7 @@ class Update:
         logfile = script.with_suffix(".log")
         self.summary.install_logs.append(str(logfile))
         with open(logfile, "wb") as out:
-            status = self.run(["sh", str(script)], stdin=subprocess.DEVNULL, stdout=out,
+            status = subprocess.run(["sh", str(script)], stdin=subprocess.DEVNULL, stdout=out,
                               stderr=subprocess.STDOUT).returncode
         if status == 0:
             for item in batch:
