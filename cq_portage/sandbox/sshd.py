@@ -1,0 +1,171 @@
+"""A throwaway sshd on 127.0.0.1: its own host key, client key, authorized_keys and port."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .server import free_port
+
+SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it wants an absolute path
+
+
+def _keygen(path: Path, comment: str) -> None:
+    if not path.exists():  # kept across restarts: a restarted host keeps its host key
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                        "-f", str(path)], check=True, capture_output=True)
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of `pid` (sessions, their shells and jobs), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Sshd:
+    """One sshd process. Connect as `user` with `client_key`, checking against `known_hosts`."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    user: str = field(default_factory=getpass.getuser)
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def host_key(self) -> Path:
+        return self.folder / "ssh_host_ed25519_key"
+
+    @property
+    def client_key(self) -> Path:
+        return self.folder / "client_key"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.folder / "authorized_keys"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "sshd_config"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "sshd.log"
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    def host_key_line(self) -> str:
+        """The known_hosts line for this server: '[127.0.0.1]:PORT ssh-ed25519 AAAA...'."""
+        kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
+        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+
+    def _write_files(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _keygen(self.host_key, "cq-sandbox-host")
+        _keygen(self.client_key, "cq-sandbox-client")
+        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        self.known_hosts.write_text(self.host_key_line())
+        # AcceptEnv: none. The job's variables travel in the command line (`env NAME=value`),
+        # so nothing depends on the remote sshd's AcceptEnv list.
+        self.config.write_text(f"""\
+ListenAddress 127.0.0.1
+Port {self.port}
+HostKey {self.host_key}
+AuthorizedKeysFile {self.authorized_keys}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AllowUsers {self.user}
+PidFile {self.folder / 'sshd.pid'}
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 100
+MaxSessions 50
+LogLevel VERBOSE
+""")
+
+    def start(self, timeout: float = 10.0) -> "Sshd":
+        self._write_files()
+        try:  # privilege separation chroots into it; it is missing on a fresh container
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        except PermissionError:
+            pass  # not root: sshd says so itself if it needs it
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"sshd did not listen on 127.0.0.1:{self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop the listener and kill every session and the commands they run, the way a
+        host that goes down ends them (a plain SIGTERM to sshd leaves sessions running)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)  # no new sessions while we collect
+            sessions = _children(self.process.pid)
+            self.process.kill()
+            self.process.wait()
+            _signal_all(sessions, signal.SIGKILL)
+        self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP sshd and its sessions: the host stops answering but TCP stays up."""
+        if self.process:
+            _signal_all([self.process.pid, *_children(self.process.pid)], signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process:
+            pids = [self.process.pid, *_children(self.process.pid)]
+            _signal_all(pids, signal.SIGCONT)
+
+    def __enter__(self) -> "Sshd":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
