@@ -37,6 +37,7 @@ BATCH = 512  # requests taken off the socket before one round of work
 MAX_WAIT_SECONDS = 300
 LOG_CHUNK = 64 << 10
 LIST_LIMIT = 1000
+PRUNE_SECONDS = 3600
 
 
 @dataclass
@@ -87,9 +88,21 @@ class Server:
             killed = kill_orphan(self.executor.running_file, job.id)
             log.warning("job %d was running when the server stopped: marked interrupted%s",
                         job.id, " (its leftover processes were killed)" if killed else "")
-        cutoff = time.time() - self.config.keep_days * 86400
-        for path in self.store.prune(cutoff):
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget jobs that ended more than keep_finished_days ago, and their logs."""
+        paths = self.store.prune(time.time() - self.config.keep_days * 86400)
+        for path in paths:
             Path(path).unlink(missing_ok=True)
+        if paths:
+            log.info("forgot %d jobs that ended over %g days ago", len(paths),
+                     self.config.keep_days)
+
+    async def _prune_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            self.prune()
 
     async def serve(self, on_ready=None) -> None:
         self.recover()
@@ -120,10 +133,11 @@ class Server:
         runner = asyncio.create_task(self._run_jobs())
         receiver = asyncio.create_task(self._receive())
         handler = asyncio.create_task(self._handle())
+        pruner = asyncio.create_task(self._prune_hourly())
         await self._stop.wait()
         log.info("stopping: no new requests")
-        receiver.cancel()
-        handler.cancel()
+        for task in (receiver, handler, pruner):
+            task.cancel()
         await self._finish_running()
         runner.cancel()
         sock.close(linger=1000)

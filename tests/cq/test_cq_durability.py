@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from cq_portage.sandbox.processes import running as alive
+import pytest
+
+from cq_portage.cq.client import Refused
 from cq_portage.cq.wire import Status
+from cq_portage.sandbox.processes import running as alive
 
 from helpers import cq_client
 
@@ -71,3 +74,18 @@ def test_detached_client_learns_result_after_restart(server):
     server.start()
     assert cq_client(server, "--wait", job).returncode == 3
     assert "exit status 3" in cq_client(server, "--status", job).stdout
+
+
+def test_finished_jobs_are_forgotten_after_keep_finished_days(make_server):
+    server = make_server({"keep_finished_days": 0.00001})  # about a second
+    with server.client() as client:
+        old = client.run(["sh", "-c", "echo old"]).job_id
+        log = server.state_dir / "logs" / "0000" / f"{old}.log"
+        assert log.exists()
+        time.sleep(1.5)
+    server.stop()
+    server.start()
+    with server.client() as client:
+        with pytest.raises(Refused, match=f"no job {old}"):
+            client.status(old)
+    assert not log.exists()

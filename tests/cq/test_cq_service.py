@@ -9,8 +9,8 @@ import time
 
 import yaml
 
-from cq_portage.sandbox.processes import running as alive
 from cq_portage.cq.client import Refused
+from cq_portage.sandbox.processes import running as alive
 
 
 def wait_for(predicate, timeout=15.0):
