@@ -19,7 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from .auth import AuthError, Munge
 from .client import Client, ClientError, Outcome
-from .wire import DEFAULT_PORT, State, parse_env, BadRequest
+from .wire import DEFAULT_PORT, BadRequest, State, parse_env
 
 NOT_RUN = 255
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    submitting = not any(x is not None and x is not False for x in
-                         (args.wait, args.status, args.list, args.cancel, args.log))
+    submitting = not args.list and all(
+        v is None for v in (args.wait, args.status, args.cancel, args.log))
     if submitting and not command:
         p.error("no command given (put it after --)")
     if command and not submitting:
