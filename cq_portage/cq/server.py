@@ -27,6 +27,7 @@ from .auth import AuthError, Credential, Munge
 from .config import REQUESTER, ConfigError, ServerConfig
 from .executor import Executor, kill_orphan
 from .job import Job, JobState, RunAs
+from .runner import Runner
 from .store import Store, Submission
 from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
     parse_request
@@ -67,7 +68,6 @@ class Server:
     store: Store = field(init=False)
     executor: Executor = field(init=False)
     waiters: dict[int, list[Waiter]] = field(default_factory=lambda: defaultdict(list))
-    running: Job | None = None
 
     def __post_init__(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +75,8 @@ class Server:
         self.store = Store(self.config.state_dir / "cq.db")
         self.executor = Executor(self.config.env_policy,
                                  running_file=self.config.state_dir / "running")
+        self.runner = Runner(self.store, self.executor, self.log_dir, self._notify)
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
-        self._runner = ThreadPoolExecutor(1, thread_name_prefix="job")
-        self._wake = asyncio.Event()
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
         self._stop = asyncio.Event()
 
@@ -130,7 +129,7 @@ class Server:
         log.info("cq-server listening on %s (%d queued)", endpoint, counts.get("queued", 0))
         if on_ready:
             on_ready()
-        runner = asyncio.create_task(self._run_jobs())
+        runner = asyncio.create_task(self.runner.run())
         receiver = asyncio.create_task(self._receive())
         handler = asyncio.create_task(self._handle())
         pruner = asyncio.create_task(self._prune_hourly())
@@ -138,13 +137,12 @@ class Server:
         log.info("stopping: no new requests")
         for task in (receiver, handler, pruner):
             task.cancel()
-        await self._finish_running()
+        await self.runner.stop(self.config.stop_grace)
         runner.cancel()
         sock.close(linger=1000)
         ctx.term()
         self.store.close()
         self._decoders.shutdown()
-        self._runner.shutdown()
         log.info("stopped")
 
     def reload(self) -> None:
@@ -166,20 +164,6 @@ class Server:
         self.config = new
         self.executor.set_policy(new.env_policy)
         log.info("configuration reloaded")
-
-    async def _finish_running(self) -> None:
-        job = self.running
-        if job is None:
-            return
-        grace = self.config.stop_grace
-        log.info("waiting up to %gs for job %d to finish", grace, job.id)
-        deadline = time.monotonic() + grace
-        while self.running is job and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.running is job:
-            self.executor.stop("shutdown", grace=5)
-        while self.running is job:
-            await asyncio.sleep(0.05)
 
     # -- requests -----------------------------------------------------------------------
 
@@ -263,15 +247,14 @@ class Server:
             else:
                 await self._reply(envelope, build_reply(
                     Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=State.QUEUED))
-        self._wake.set()
+        self.runner.wake()
 
     async def _answer(self, envelope: list[bytes], authed: Authed) -> None:
         req, cred = authed.request, authed.cred
         if req.op == Op.LIST:
             await self._reply(envelope, self._list_reply())
             return
-        job = self.running if self.running and self.running.id == req.job_id \
-            else self.store.get(req.job_id)
+        job = self._job(req.job_id)
         if job is None:
             await self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
                                                     error=f"no job {req.job_id}"))
@@ -293,8 +276,7 @@ class Server:
     def _wait_expired(self, job_id: int, waiter: Waiter) -> None:
         if waiter in self.waiters.get(job_id, []):
             self.waiters[job_id].remove(waiter)
-            job = self.running if self.running and self.running.id == job_id \
-                else self.store.get(job_id)
+            job = self._job(job_id)
             asyncio.ensure_future(self._reply(waiter.envelope, self._job_reply(job)))
 
     def _job_reply(self, job: Job, legacy: bool = False) -> bytes:
@@ -343,29 +325,9 @@ class Server:
                                error=f"job {job.id} has already ended ({job.state.value})")
         return self._job_reply(job)
 
-    # -- running ------------------------------------------------------------------------
-
-    async def _run_jobs(self) -> None:
-        loop = asyncio.get_running_loop()
-        ended = None
-        while True:
-            job = self.store.finish_and_start(ended, self.log_dir)
-            if ended is not None:
-                self.running = None
-                self._notify(ended)
-                ended = None
-            if job is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            self.running = job
-            job.result = await loop.run_in_executor(self._runner, self.executor.run, job)
-            ended = job
-            if self._stop.is_set():
-                self.store.finish(job)
-                self.running = None
-                self._notify(job)
-                return
+    def _job(self, job_id: int) -> Job | None:
+        running = self.runner.running
+        return running if running and running.id == job_id else self.store.get(job_id)
 
     def _notify(self, job: Job) -> None:
         r = job.result
