@@ -3,6 +3,7 @@ line per change otherwise (logs, cron), nothing with --quiet."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TextIO
 
@@ -35,8 +36,14 @@ class Progress:
         return f"[{label}] {name}{' ' + detail if detail else ''}"
 
     def _redraw(self) -> None:
+        # Cursor-up cannot reach lines scrolled off the top: keep the block within the window.
+        room = max(3, shutil.get_terminal_size().lines - 1)
+        lines = [self._line(n, s, d) for n, (s, d) in self.states.items()]
+        hidden = len(lines) - room
+        if hidden > 0:
+            lines = [f"... and {hidden + 1} more above"] + lines[hidden + 1:]
         out = [f"\033[{self._drawn}F"] if self._drawn else []
-        out += [self._line(n, s, d) + "\033[K\n" for n, (s, d) in self.states.items()]
+        out += [line + "\033[K\n" for line in lines]
         self.stream.write("".join(out))
         self.stream.flush()
-        self._drawn = len(self.states)
+        self._drawn = len(lines)
