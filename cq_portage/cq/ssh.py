@@ -1,0 +1,347 @@
+"""Run a job's command on another host over SSH (paramiko), the way executor.py runs it here:
+its environment, its output streamed into the log, its exit status in the shell's convention.
+
+Host keys are checked against one known_hosts file (the system's is not read unless it is that
+file); an unknown or changed key is refused with an SshHostKeyError, never accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
+
+log = logging.getLogger(__name__)
+
+
+class SshError(Exception):
+    """Something about SSH went wrong; the message is one line saying what and where."""
+
+
+class SshUnreachable(SshError):
+    """No SSH server answered (refused, no route, timeout, not speaking SSH)."""
+
+
+class SshHostKeyError(SshError):
+    """The host's key is not the one known_hosts holds for it."""
+
+
+class SshAuthError(SshError):
+    """The host refused our key, or the key cannot be read."""
+
+
+class SshLost(SshError):
+    """The connection ended while a command ran: it gave no exit status, its fate is unknown."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str
+    host: str
+    port: int = 22
+
+    @classmethod
+    def parse(cls, url: str) -> "SshTarget":
+        """`ssh://user@host[:port]`; anything else is a ValueError with a one-line message."""
+        want = "want ssh://user@host[:port]"
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 22
+        except ValueError as e:
+            raise ValueError(f"bad SSH URL {url!r}: {e} ({want})") from None
+        if parts.scheme != "ssh":
+            raise ValueError(f"bad SSH URL {url!r}: not ssh:// ({want})")
+        if not parts.username or not parts.hostname:
+            raise ValueError(f"bad SSH URL {url!r}: user and host are required ({want})")
+        if parts.password is not None or parts.path not in ("", "/") or parts.query \
+                or parts.fragment:
+            raise ValueError(f"bad SSH URL {url!r}: only user, host and port may be given "
+                             f"({want})")
+        return cls(parts.username, parts.hostname, port)
+
+    @property
+    def address(self) -> str:
+        """host:port, as messages name it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"ssh://{self.user}@{self.address}"
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """`env -- NAME=value ... argv...`, every word quoted for a POSIX shell. The variables
+    ride in the command, not in SSH "env" requests, so the remote sshd's AcceptEnv does not
+    matter and the login environment stays. GNU env takes `--` before the assignments only
+    (`env A=1 -- cmd` runs a command named `--`), so a command name containing '=' would be
+    taken for an assignment and is refused."""
+    if not argv:
+        raise ValueError("empty command")
+    if "=" in argv[0]:
+        raise ValueError(f"command name {argv[0]!r} contains '='")
+    words = ["env", "--"]
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise ValueError(f"bad environment variable {name!r}")
+        words.append(f"{name}={value}")
+    for arg in argv:
+        if "\0" in arg:
+            raise ValueError("an argument contains a NUL byte")
+    words.extend(argv)
+    return " ".join(shlex.quote(w) for w in words)
+
+
+# What the remote login shell runs around the job. Its stdin (the channel) is a lifeline: a
+# watcher reads it, and EOF (stop() sends one; sshd gives one when the connection goes) sends
+# SIGTERM, then after GRACE seconds SIGKILL, to the session's process group (sshd made the
+# session its own group): the job ends with its connection, whoever logs in. (The SSH
+# "signal" request would do, but OpenSSH refuses it for root logins: no privilege separation
+# after auth for root.) `trap : TERM` keeps the shell alive until the job has ended, so the
+# status it reports is the job's; the job gets stdin from /dev/null, like a local job. The
+# shell's own stderr goes to /dev/null (bash reports killed jobs there: not the job's output).
+_WRAPPER = """\
+exec 3<&0 4>&2 </dev/null 2>/dev/null
+{{ trap '' TERM; read -r _ <&3; kill -TERM 0; sleep {grace:g}; kill -KILL 0; }} >/dev/null 2>&1 4>&- &
+trap : TERM
+{command} 2>&4 3<&- 4>&-
+s=$?
+kill -KILL $! 2>/dev/null
+exit $s
+"""
+
+
+def wrapped_command(argv: Sequence[str], env: Mapping[str, str], grace: float) -> str:
+    """The whole command string sent to the host (needs a POSIX login shell: sh, bash, zsh)."""
+    return _WRAPPER.format(command=remote_command(argv, env), grace=grace)
+
+
+def _handle_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko ignores "exit-signal" (recv_exit_status then says -1): turn it into the
+    shell's 128+N; hand every other channel request to paramiko."""
+    start = m.packet.tell()
+    if m.get_text() == "exit-signal":
+        m.get_boolean()  # want_reply: always false for exit-signal
+        name = m.get_text()
+        try:
+            chan.exit_status = 128 + signal.Signals[f"SIG{name}"]
+        except KeyError:  # a signal this system has no number for
+            log.warning("remote command killed by unknown signal %s", name)
+            chan.exit_status = 255
+        chan.status_event.set()
+        return
+    m.packet.seek(start)
+    paramiko.Channel._handle_request(chan, m)
+
+
+class _Transport(paramiko.Transport):
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table,
+                              MSG_CHANNEL_REQUEST: _handle_request}
+
+
+class _Reject(paramiko.RejectPolicy):
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname: str, key: paramiko.PKey) -> None:
+        raise SshHostKeyError(
+            f"host key of {_name(hostname)} is not in {self.known_hosts} "
+            f"({key.get_name()} {key.fingerprint}; check it, then add it: "
+            f"ssh-keyscan {_keyscan_args(hostname)} >> {self.known_hosts})")
+
+
+def _name(known_hosts_name: str) -> str:
+    """'[127.0.0.1]:2222' -> '127.0.0.1:2222'."""
+    if known_hosts_name.startswith("["):
+        host, _, port = known_hosts_name[1:].partition("]:")
+        return f"{host}:{port}"
+    return f"{known_hosts_name}:22"
+
+
+def _keyscan_args(known_hosts_name: str) -> str:
+    host, _, port = _name(known_hosts_name).rpartition(":")
+    return f"-p {port} {host}"
+
+
+@dataclass
+class SshRunner:
+    """Runs commands on one host, one paramiko Transport for all of them (reconnected once
+    when it dropped). run() blocks; stop(), close() and alive() may be called from other
+    threads."""
+
+    target: SshTarget
+    key_file: Path
+    known_hosts: Path
+    connect_timeout: float = 10.0
+    stop_grace: float = 5.0  # stop(): seconds between the remote SIGTERM and SIGKILL
+    _client: paramiko.SSHClient | None = field(default=None, init=False, repr=False)
+    _channel: paramiko.Channel | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key_file, self.known_hosts = Path(self.key_file), Path(self.known_hosts)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> paramiko.SSHClient:
+        where = self.target.address
+        try:
+            key = paramiko.PKey.from_path(self.key_file)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            raise SshAuthError(f"cannot load SSH key {self.key_file}: {e}") from None
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(self.known_hosts))
+        except OSError as e:
+            raise SshHostKeyError(f"cannot read known_hosts {self.known_hosts}: "
+                                  f"{e.strerror or e}") from None
+        client.set_missing_host_key_policy(_Reject(self.known_hosts))
+        t = self.connect_timeout
+        try:
+            client.connect(self.target.host, self.target.port, self.target.user, pkey=key,
+                           timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t,
+                           allow_agent=False, look_for_keys=False,
+                           transport_factory=_Transport)
+        except SshError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise SshHostKeyError(
+                f"host key of {where} is not in {self.known_hosts} (it holds a different "
+                f"{e.expected_key.get_name()} key for this host, the host offers "
+                f"{e.key.get_name()} {e.key.fingerprint}: changed or spoofed; "
+                f"if the host was reinstalled, replace its line)") from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise SshAuthError(f"{self.target.user}@{where} refused the key {self.key_file} "
+                               f"({e}); is its .pub in that user's authorized_keys?") from None
+        except (TimeoutError, socket.timeout):
+            client.close()
+            raise SshUnreachable(f"{where}: no answer within {t:g} s") from None
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            client.close()
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise SshUnreachable(f"cannot reach {where} over SSH: {reason}") from None
+        log.info("connected to %s", self.target)
+        return client
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, connecting when there is none or it dropped."""
+        with self._lock:
+            t = self._client.get_transport() if self._client else None
+            if t is None or not t.is_active():
+                if self._client:
+                    log.info("connection to %s dropped; reconnecting", self.target)
+                    self._client.close()
+                self._client = None
+                self._client = self._connect()
+                t = self._client.get_transport()
+            return t
+
+    def _open_session(self) -> paramiko.Channel:
+        """A new session channel. A transport that still looks active may be dead (the host
+        restarted): then reconnect once. Nothing ran yet, so retrying cannot run it twice."""
+        for attempt in (1, 2):
+            t = self._transport()
+            try:
+                return t.open_session(timeout=self.connect_timeout)
+            except (EOFError, OSError, paramiko.SSHException) as e:
+                if attempt == 2:
+                    raise SshUnreachable(f"{self.target.address}: cannot open a session: "
+                                         f"{e or type(e).__name__}") from None
+                log.info("session on %s failed (%s); reconnecting", self.target, e)
+                t.close()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Drop the connection; a run() in progress raises SshLost."""
+        with self._lock:
+            if self._client:
+                self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "SshRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str], output: BinaryIO) -> int:
+        """Run argv with env on the host; stdout and stderr go, combined and as they come, to
+        `output`; stdin is empty. Returns the exit status (killed by signal N: 128+N; command
+        not found: 127, as env says). Raises SshError when it could not run or the
+        connection was lost before the command's status arrived."""
+        command = wrapped_command(argv, env, self.stop_grace)
+        chan = self._open_session()
+        with self._lock:
+            self._channel = chan
+        try:
+            chan.set_combine_stderr(True)  # no pty: a pty would change the job's behaviour
+            try:
+                chan.exec_command(command)  # stdin stays open: EOF on it ends the job
+            except (EOFError, OSError, paramiko.SSHException) as e:
+                raise SshError(f"{self.target.address}: cannot start the command: "
+                               f"{e or type(e).__name__}") from None
+            log.debug("running on %s: %s", self.target, command)
+            while data := chan.recv(65536):
+                output.write(data)
+                output.flush()
+            chan.status_event.wait()  # set by exit-status, exit-signal or the close
+            status = chan.exit_status
+        finally:
+            with self._lock:
+                self._channel = None
+            chan.close()
+        if status < 0:
+            raise SshLost(f"connection to {self.target.address} ended before the command "
+                          f"reported its exit status; it may still run there")
+        return status
+
+    def stop(self) -> bool:
+        """End the running command: EOF on its stdin makes the remote wrapper send SIGTERM to
+        the job's process group, SIGKILL stop_grace seconds later; run() then returns the
+        job's status (143 or 137 unless it traps TERM). If the host says nothing for 5 s more,
+        close the channel (run() raises SshLost). False when nothing runs."""
+        with self._lock:
+            chan = self._channel
+        if chan is None:
+            return False
+        try:
+            chan.shutdown_write()
+        except (EOFError, OSError, paramiko.SSHException):
+            pass  # already gone: run() sees it
+        threading.Thread(target=self._close_later, args=(chan,), daemon=True).start()
+        return True
+
+    def _close_later(self, chan: paramiko.Channel) -> None:
+        if not chan.status_event.wait(self.stop_grace + 5.0):
+            log.warning("%s did not end the command on request; closing its channel",
+                        self.target)
+            chan.close()
+
+    def alive(self, timeout: float = 5.0) -> bool:
+        """Does the host answer: `true` runs there within `timeout` seconds (connecting
+        first if needed, which may take connect_timeout)."""
+        chan = None
+        try:
+            chan = self._transport().open_session(timeout=timeout)
+            chan.exec_command("true")
+            return chan.status_event.wait(timeout) and chan.exit_status == 0
+        except (SshError, EOFError, OSError, paramiko.SSHException) as e:
+            log.info("%s does not answer: %s", self.target, e)
+            return False
+        finally:
+            if chan is not None:
+                chan.close()
