@@ -22,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cq-emerge",
         description="Work out what `emerge --update --deep --newuse` would merge for each "
         "group, which of it already has a binary package with the group's USE, and which "
-        "build jobs the build host must run.")
+        "build jobs the build host must run; submit those to cq-server, and install each "
+        "package from its binary package as soon as it is ready. Without --group, this "
+        "host's groups (host: {groups: [...]} in the config). Exit status: 0 done, 1 "
+        "something failed, 2 usage or config error.")
     parser.add_argument("--config", metavar="FILE",
                         help=f"group profiles (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
     which = parser.add_argument_group("groups")
@@ -40,11 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what Portage's postsync hook runs: update this host's groups in "
                         "the background (ARG: the repository NAME URI PATH of repo.postsync.d)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (plans, jobs) instead of emerge-like lines")
+                        help="print one JSON object (the plans and jobs, or the run's summary) "
+                        "instead of emerge-like lines")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="show replaced versions, slots, dedupe keys and Portage's messages")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="only the package and job lines")
+                        help="with --pretend, only the package and job lines; otherwise "
+                        "nothing but errors")
     parser.add_argument("--jobs", "-j", type=int, metavar="N",
                         help="resolve up to N groups at once (default: one per CPU)")
     parser.add_argument("--color", choices=("y", "n"),
