@@ -11,7 +11,7 @@ import pytest
 from cq_portage.cq.client import Refused
 
 
-def hold_queue(client, seconds=1.0):
+def hold_queue(client, seconds=3.0):
     """Occupy the runner so that what comes next stays queued."""
     blocker = client.submit(["sleep", str(seconds)]).job_id
     while client.status(blocker).state != 2:
