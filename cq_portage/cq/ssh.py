@@ -186,6 +186,10 @@ class SshRunner:
     _client: paramiko.SSHClient | None = field(default=None, init=False, repr=False)
     _channel: paramiko.Channel | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Held while connecting (up to connect_timeout), so that stop() and close() never wait
+    # for a connection attempt: they only take _lock.
+    _connecting: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                        repr=False)
 
     def __post_init__(self) -> None:
         self.key_file, self.known_hosts = Path(self.key_file), Path(self.known_hosts)
@@ -229,24 +233,31 @@ class SshRunner:
             client.close()
             raise SshUnreachable(f"{where}: no answer within {t:g} s") from None
         except (OSError, EOFError, paramiko.SSHException) as e:
+            transport = client.get_transport()
             client.close()
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            if transport is not None and not transport.remote_version:
+                # TCP was accepted, but no SSH server spoke (paramiko's words for it vary)
+                reason = f"no SSH answer within {t:g} s ({reason})"
             raise SshUnreachable(f"cannot reach {where} over SSH: {reason}") from None
         log.info("connected to %s", self.target)
         return client
 
     def _transport(self) -> paramiko.Transport:
         """The live transport, connecting when there is none or it dropped."""
-        with self._lock:
-            t = self._client.get_transport() if self._client else None
-            if t is None or not t.is_active():
-                if self._client:
-                    log.info("connection to %s dropped; reconnecting", self.target)
-                    self._client.close()
-                self._client = None
-                self._client = self._connect()
-                t = self._client.get_transport()
-            return t
+        with self._connecting:
+            with self._lock:
+                old = self._client
+            t = old.get_transport() if old else None
+            if t is not None and t.is_active():
+                return t
+            if old:
+                log.info("connection to %s dropped; reconnecting", self.target)
+                old.close()
+            client = self._connect()
+            with self._lock:
+                self._client = client
+            return client.get_transport()
 
     def _open_session(self) -> paramiko.Channel:
         """A new session channel. A transport that still looks active may be dead (the host
@@ -266,9 +277,9 @@ class SshRunner:
     def close(self) -> None:
         """Drop the connection; a run() in progress raises SshLost."""
         with self._lock:
-            if self._client:
-                self._client.close()
-            self._client = None
+            client, self._client = self._client, None
+        if client:
+            client.close()
 
     def __enter__(self) -> "SshRunner":
         return self
@@ -333,12 +344,19 @@ class SshRunner:
 
     def alive(self, timeout: float = 5.0) -> bool:
         """Does the host answer: `true` runs there within `timeout` seconds (connecting
-        first if needed, which may take connect_timeout)."""
+        first if needed, which may take connect_timeout more)."""
         chan = None
         try:
             chan = self._transport().open_session(timeout=timeout)
-            chan.exec_command("true")
-            return chan.status_event.wait(timeout) and chan.exit_status == 0
+            # exec_command() waits for the host's reply without a timeout: closing the
+            # channel at the deadline ends that wait on a host that froze meanwhile.
+            deadline = threading.Timer(timeout, chan.close)
+            deadline.start()
+            try:
+                chan.exec_command("true")
+                return chan.status_event.wait(timeout) and chan.exit_status == 0
+            finally:
+                deadline.cancel()
         except (SshError, EOFError, OSError, paramiko.SSHException) as e:
             log.info("%s does not answer: %s", self.target, e)
             return False
