@@ -3,6 +3,8 @@ its environment, its output streamed into the log, its exit status in the shell'
 
 Host keys are checked against one known_hosts file (the system's is not read unless it is that
 file); an unknown or changed key is refused with an SshHostKeyError, never accepted.
+On the host, a small POSIX-shell wrapper runs the job and ties it to the connection: EOF on
+the channel's stdin (stop(), or sshd seeing the connection end) kills the job's process group.
 """
 
 from __future__ import annotations
@@ -292,8 +294,10 @@ class SshRunner:
     def run(self, argv: Sequence[str], env: Mapping[str, str], output: BinaryIO) -> int:
         """Run argv with env on the host; stdout and stderr go, combined and as they come, to
         `output`; stdin is empty. Returns the exit status (killed by signal N: 128+N; command
-        not found: 127, as env says). Raises SshError when it could not run or the
-        connection was lost before the command's status arrived."""
+        not found: 127, as env says). It returns once every process holding the job's output
+        has closed it (a daemon the job leaves behind with its stdout open keeps it waiting).
+        Raises SshError when it could not run, SshLost when the connection ended before the
+        status arrived. One run() at a time per runner (a build host runs one job)."""
         command = wrapped_command(argv, env, self.stop_grace)
         chan = self._open_session()
         with self._lock:
