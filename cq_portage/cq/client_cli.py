@@ -94,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
                 return finish(args, submitted)
             print(submitted.job_id)
             return 0
-        if args.wait is not None:
-            return finish(args, client.wait(args.wait, Progress(args)))
-        return finish(args, client.run(command, args.env, legacy=args.legacy,
-                                       on_update=Progress(args)))
+        progress = Progress(args)
+        try:
+            if args.wait is not None:
+                outcome = client.wait(args.wait, progress)
+            else:
+                outcome = client.run(command, args.env, legacy=args.legacy, on_update=progress)
+        finally:
+            progress.done()  # end the updating line before anything else is printed
+        return finish(args, outcome)
     except (ClientError, AuthError) as e:
         print(f"cq-client: {e}", file=sys.stderr)
         return NOT_RUN if submitting or args.wait is not None else 1

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..yamlfile import Checker, ConfigError, Node, load
+from ..yamlfile import Checker, ConfigError, load
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
 from .job import RunAs
@@ -119,4 +119,4 @@ def load_config(path: str | Path | None) -> ServerConfig:
     return ServerConfig().with_overrides(**values)
 
 
-__all__ = ["ServerConfig", "ConfigError", "load_config", "REQUESTER", "Node"]
+__all__ = ["ServerConfig", "ConfigError", "load_config", "REQUESTER"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cq_portage.cq.client import Client, Outcome, Refused
+from cq_portage.cq.wire import State
 from cq_portage.emerge.install import install_script
 from cq_portage.emerge.jobs import BuildJob, build_argv, build_environment, dedupe_key
 from cq_portage.emerge.pending import Pending
@@ -24,8 +25,7 @@ from cq_portage.emerge.progress import Progress
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2
-# Job states after which waiting on the job again would tell nothing new.
-_REUSABLE = {1, 2}  # queued, running
+_PENDING = (State.QUEUED, State.RUNNING)
 
 
 def entry_key(plan: Plan, entry: PlanEntry) -> str:
@@ -119,7 +119,7 @@ class Update:
             info = self.client.status(job_id)
         except Refused:  # unknown, or pruned by now: submit it again
             return False
-        return info.state in _REUSABLE or (info.state == 3 and info.exit_status == 0)
+        return info.state in _PENDING or (info.state == State.DONE and info.exit_status == 0)
 
     # -- waiting and installing ----------------------------------------------------------
 
@@ -135,12 +135,12 @@ class Update:
         return self.summary
 
     def _refresh(self, _rep) -> None:
-        active = {j.id: j for j in self.client.list() if j.state in _REUSABLE}
+        active = {j.id: j for j in self.client.list() if j.state in _PENDING}
         for item in self.items:
             info = active.get(item.job_id)
             if info is None or item.state not in ("queued", "building"):
                 continue
-            if info.state == 2:
+            if info.state == State.RUNNING:
                 self._show(item, "building", f"(job {info.id})")
             else:
                 self._show(item, "queued", f"(job {info.id}, position {info.position})")
