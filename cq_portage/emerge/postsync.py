@@ -11,12 +11,11 @@ sync returns at once, and logs to EROOT/var/log/cq-portage/postsync.log.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
+from cq_portage.emerge.background import start_update
 from cq_portage.emerge.profiles import Config
 
 NIGHTLY_ENV = "CQ_PORTAGE_NIGHTLY"  # set by the nightly job, which runs cq-emerge itself
@@ -37,18 +36,9 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
         return 0
     if (repo is None) != (setting is True) or (repo is not None and repo not in setting):
         return 0  # not the call this host acts on (see the module docstring)
-    log_dir = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/")
-                   ) / "var/log/cq-portage"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / "postsync.log"  # one file, appended to: logrotate keeps it short
-    argv = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config.path),
-            "--quiet", *[a for g in groups for a in ("--group", g)]]
-    with open(log_file, "ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} after a sync: cq-emerge for "
-                  f"{', '.join(groups)}\n".encode())
-        out.flush()
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+    root = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/"))
+    log_file = root / "var/log/cq-portage/postsync.log"  # appended to; logrotate trims it
+    start_update(config.path, groups, log_file, "after a sync")
     stdout.write(f"cq-emerge: postsync: updating {', '.join(groups)} in the background "
                  f"(log: {log_file})\n")
     return 0

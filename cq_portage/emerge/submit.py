@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 from cq_portage.cq.auth import AuthError, Munge
 from cq_portage.cq.client import Client, ClientError
+from cq_portage.emerge.background import start_update
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
 from cq_portage.emerge.pending import Busy, Pending
@@ -100,15 +98,8 @@ def _detach(update: Update, config: Config, groups: list[GroupProfile], state_di
     finds the jobs just submitted in the pending state and reuses them. If it cannot run
     (the host goes down), the next cq-emerge run picks them up the same way."""
     update.pending.close()  # the background run takes the group's lock
-    log_dir = state_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"background-{'+'.join(g.name for g in groups)}-" \
-                         f"{time.strftime('%Y%m%d-%H%M%S')}.log"
-    argv = [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(config.path),
-            "--quiet", *[a for g in groups for a in ("--group", g.name)]]
-    with open(log_file, "ab") as out:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True, env=os.environ.copy())
+    log_file = state_dir / "logs" / f"background-{'+'.join(g.name for g in groups)}.log"
+    start_update(config.path, [g.name for g in groups], log_file, "detached")
     ids = sorted(set(update.ids.values()))
     stdout.write(f">>> submitted {update.summary.submitted} build(s), reused "
                  f"{update.summary.reused}; jobs {' '.join(map(str, ids)) or 'none'}\n"
