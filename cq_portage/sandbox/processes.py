@@ -1,4 +1,12 @@
-"""Process checks for tests and the demo."""
+"""Process checks for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def running(pid: int) -> bool:
@@ -9,3 +17,19 @@ def running(pid: int) -> bool:
             return pid > 0 and f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def wait_listening(process: subprocess.Popen, port: int, log: Path, what: str,
+                   timeout: float, on_timeout: Callable[[], None] = lambda: None) -> None:
+    """Until `process` accepts connections on 127.0.0.1:`port`; its log's tail if it dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            on_timeout()
+            raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
+        time.sleep(0.02)

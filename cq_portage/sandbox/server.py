@@ -14,6 +14,8 @@ import yaml
 
 from ..cq.auth import Munge
 from ..cq.client import Client
+from ..cq.wire import State
+from .processes import wait_listening
 
 
 def free_port() -> int:
@@ -54,16 +56,8 @@ class CqServer:
         self.process = subprocess.Popen(self.argv(), env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL,
                                         stderr=open(self.log, "ab"))
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"cq-server exited: {self.log.read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("cq-server did not start listening")
-            time.sleep(0.02)
+        wait_listening(self.process, self.port, self.log, "cq-server", timeout)
+        return self
 
     def kill(self) -> None:
         """kill -9: what a crash looks like."""
@@ -85,3 +79,19 @@ class CqServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_running(client: Client, job_id: int, timeout: float = 30.0) -> None:
+    """Until the server runs `job_id`."""
+    deadline = time.monotonic() + timeout
+    while client.status(job_id).state != State.RUNNING:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} did not start within {timeout:g}s")
+        time.sleep(0.01)
+
+
+def hold_queue(client: Client, seconds: float) -> int:
+    """Occupy the runner for `seconds`, so that what is submitted next stays queued."""
+    job_id = client.submit(["sleep", str(seconds)]).job_id
+    wait_running(client, job_id)
+    return job_id

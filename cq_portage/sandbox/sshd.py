@@ -5,12 +5,11 @@ from __future__ import annotations
 import getpass
 import os
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .processes import wait_listening
 from .server import free_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it wants an absolute path
@@ -129,17 +128,8 @@ LogLevel VERBOSE
         self.process = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"sshd did not listen on 127.0.0.1:{self.port}")
-            time.sleep(0.02)
+        wait_listening(self.process, self.port, self.log, "sshd", timeout, self.stop)
+        return self
 
     def stop(self) -> None:
         """Stop the listener and kill every session and the commands they run, the way a

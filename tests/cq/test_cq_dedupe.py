@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 from cq_portage.cq.client import Refused
-
-
-def hold_queue(client, seconds=3.0):
-    """Occupy the runner so that what comes next stays queued."""
-    blocker = client.submit(["sleep", str(seconds)]).job_id
-    while client.status(blocker).state != 2:
-        time.sleep(0.01)
-    return blocker
+from cq_portage.sandbox.server import hold_queue, wait_running
 
 
 def test_twenty_clients_same_command_runs_once_all_told(server, tmp_path):
     counter = tmp_path / "runs"
     argv = ["sh", "-c", f"echo run >> {counter}; exit 5"]
     with server.client() as client:
-        hold_queue(client)
+        hold_queue(client, 3)
     outcomes, barrier = [None] * 20, threading.Barrier(20)
 
     def submit(i):
@@ -46,8 +38,7 @@ def test_identical_to_running_job_is_queued_once_as_follow_up(client, tmp_path):
     counter = tmp_path / "runs"
     argv = ["sh", "-c", f"echo run >> {counter}; sleep 0.5"]
     first = client.submit(argv)
-    while client.status(first.job_id).state != 2:
-        time.sleep(0.01)
+    wait_running(client, first.job_id)
     second, third = client.submit(argv), client.submit(argv)
     assert second.job_id != first.job_id and not second.merged
     assert third.job_id == second.job_id and third.merged
@@ -56,7 +47,7 @@ def test_identical_to_running_job_is_queued_once_as_follow_up(client, tmp_path):
 
 
 def test_different_environment_or_argv_is_not_merged(client):
-    hold_queue(client)
+    hold_queue(client, 3)
     a = client.submit(["true"], {"USE": "ssl"})
     b = client.submit(["true"], {"USE": "-ssl"})
     c = client.submit(["true", "x"], {"USE": "ssl"})
@@ -90,7 +81,7 @@ def hooked_server(make_server, tmp_path):
 
 def test_hook_merges_by_dedupe_key_rejects_and_fails_closed(hooked_server, tmp_path):
     with hooked_server.client() as client:
-        hold_queue(client)
+        hold_queue(client, 3)
         a = client.submit(["sh", "-c", "exit 1"], {"USE": "ssl"}, dedupe_key="dev-libs/foo-1 ssl")
         b = client.submit(["sh", "-c", "exit 1"], {"USE": "ssl http2"},
                           dedupe_key="dev-libs/foo-1 ssl")

@@ -10,15 +10,12 @@ import pytest
 from cq_portage.cq.client import Refused
 from cq_portage.cq.wire import Status
 from cq_portage.sandbox.processes import running as alive
+from cq_portage.sandbox.server import wait_running
 
 from helpers import cq_client
 
 
 
-
-def wait_running(client, job_id):
-    while client.status(job_id).state != 2:  # RUNNING
-        time.sleep(0.02)
 
 
 def test_kill_9_while_running_then_restart(server, tmp_path):

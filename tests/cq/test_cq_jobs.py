@@ -9,6 +9,7 @@ import pytest
 
 from cq_portage.cq.client import Refused
 from cq_portage.cq.wire import Status
+from cq_portage.sandbox.server import wait_running
 
 from helpers import cq_client
 
@@ -67,8 +68,7 @@ def test_jobs_run_one_at_a_time_in_arrival_order(client, tmp_path):
 def test_cancel_queued_and_running(client, tmp_path):
     running = client.submit(["sleep", "30"]).job_id
     queued = client.submit(["touch", str(tmp_path / "never")]).job_id
-    while client.status(running).state != 2:  # RUNNING
-        time.sleep(0.02)
+    wait_running(client, running)
     client.cancel(queued)
     client.cancel(running)
     first, second = client.wait(running), client.wait(queued)

@@ -11,6 +11,7 @@ import yaml
 
 from cq_portage.cq.client import Refused
 from cq_portage.sandbox.processes import running as alive
+from cq_portage.sandbox.server import wait_running
 
 
 def wait_for(predicate, timeout=15.0):
@@ -71,7 +72,7 @@ def test_daemon_reload_and_graceful_stop(make_server, tmp_path):
     # SIGTERM while a job runs past the grace time: interrupted cleanly, queue kept.
     long = client.submit(["sleep", "30"]).job_id
     later = client.submit(["sh", "-c", f"echo later >> {trace}"]).job_id
-    wait_for(lambda: client.status(long).state == 2)
+    wait_running(client, long)
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not alive(pid), timeout=20)
     assert not (tmp_path / "cq.pid").exists()
@@ -90,7 +91,7 @@ def test_sigterm_lets_a_short_job_finish(make_server, tmp_path):
     server = make_server({"stop_grace_seconds": 10})
     with server.client() as client:
         job = client.submit(["sleep", "1"]).job_id
-        wait_for(lambda: client.status(job).state == 2)
+        wait_running(client, job)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(20) == 0
     server.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import yaml
 
 from cq_portage.sandbox.prefix import Prefix, Sandbox
 from cq_portage.sandbox.repository import MULTILIB_IUSE, Ebuild
-from cq_portage.sandbox.server import CqServer
+from cq_portage.sandbox.server import CqServer, hold_queue
+
 
 REPO = [
     Ebuild("dev-libs/base-1", iuse=MULTILIB_IUSE),
@@ -76,9 +76,7 @@ class Site:
     def hold_queue(self, seconds: float) -> None:
         """A busy build host: what is submitted next stays queued for a while."""
         with self.server.client() as client:
-            job = client.submit(["sleep", str(seconds)]).job_id
-            while client.status(job).state != 2:
-                time.sleep(0.02)
+            hold_queue(client, seconds)
 
     def jobs_run(self) -> list[str]:
         """The atoms of every build job the server has run (or is running)."""

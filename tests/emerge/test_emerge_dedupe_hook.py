@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from cq_portage.sandbox.server import hold_queue, wait_running
 
 
 @pytest.fixture
@@ -16,9 +17,7 @@ def hooked(make_server):
 
 def test_same_instance_key_merges_whatever_the_command_line(hooked, tmp_path):
     with hooked.client() as client:
-        blocker = client.submit(["sleep", "1"]).job_id
-        while client.status(blocker).state != 2:
-            time.sleep(0.01)
+        hold_queue(client, 1)
         key = "dev-libs/foo-1::sandbox 6f1c0e"
         web = client.submit(["sh", "-c", f"echo built >> {tmp_path}/log"],
                             {"USE": "ssl http2", "FEATURES": "a"}, dedupe_key=key)
@@ -38,8 +37,7 @@ def test_same_key_joins_the_running_build(hooked, tmp_path):
         key = "dev-libs/foo-1::sandbox 77"
         first = client.submit(["sh", "-c", f"echo built >> {tmp_path}/log; sleep 1; exit 4"],
                               dedupe_key=key)
-        while client.status(first.job_id).state != 2:
-            time.sleep(0.01)
+        wait_running(client, first.job_id)
         second = client.submit(["sh", "-c", "exit 0"], {"X": "1"}, dedupe_key=key)
         assert second.job_id == first.job_id and second.merged
         assert client.wait(second.job_id).exit_status == 4
