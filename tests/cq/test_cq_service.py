@@ -69,6 +69,12 @@ def test_daemon_reload_and_graceful_stop(make_server, tmp_path):
     except Refused as e:
         assert "FORBIDDEN is not allowed" in str(e)
 
+    # logrotate moves the log away: what follows goes to a new file of the same name.
+    (tmp_path / "cq.log").rename(tmp_path / "cq.log.1")
+    rotated = client.run(["true"]).job_id
+    wait_for(lambda: f"job {rotated} queued" in log(tmp_path))
+    assert f"job {rotated}" not in (tmp_path / "cq.log.1").read_text()
+
     # SIGTERM while a job runs past the grace time: interrupted cleanly, queue kept.
     long = client.submit(["sleep", "30"]).job_id
     later = client.submit(["sh", "-c", f"echo later >> {trace}"]).job_id
