@@ -115,15 +115,17 @@ class Client:
             return rep
 
     def submit(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
-               dedupe_key: str | None = None, legacy: bool = False) -> Submitted | Outcome:
-        """Queue a job. Against the original server this blocks and returns its Outcome.
+               dedupe_key: str | None = None, legacy: bool = False,
+               labels: Iterable[str] = ()) -> Submitted | Outcome:
+        """Queue a job, to run on a build host that has all of `labels`. Against the original
+        server (which knows no labels) this blocks and returns its Outcome.
 
         The original server answers only when the job has ended, so by default a job of
         longer than `timeout` on it looks like a server that does not answer; `legacy`
         waits for as long as the connection lives instead.
         """
         payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=uuid.uuid4().hex,
-                                dedupe_key=dedupe_key)
+                                dedupe_key=dedupe_key, labels=list(labels) or None)
         try:
             rep = self._call(payload, answer_timeout=None if legacy else self.timeout)
         except ServerSilent as e:
@@ -146,8 +148,9 @@ class Client:
 
     def run(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
             dedupe_key: str | None = None, legacy: bool = False,
-            on_update: Callable[[pb.cq_rep], None] | None = None) -> Outcome:
-        submitted = self.submit(argv, env, dedupe_key, legacy)
+            on_update: Callable[[pb.cq_rep], None] | None = None,
+            labels: Iterable[str] = ()) -> Outcome:
+        submitted = self.submit(argv, env, dedupe_key, legacy, labels)
         if isinstance(submitted, Outcome):
             return submitted
         return self.wait(submitted.job_id, on_update)
@@ -157,7 +160,12 @@ class Client:
         return rep.jobs[0]
 
     def list(self) -> list[pb.job_info]:
-        return list(self._call(build_request(Op.LIST), self.timeout).jobs)
+        return self.overview()[0]
+
+    def overview(self) -> tuple[list[pb.job_info], list[pb.host_info]]:
+        """The queue (running, queued, then recently ended jobs) and the build hosts."""
+        rep = self._call(build_request(Op.LIST), self.timeout)
+        return list(rep.jobs), list(rep.hosts)
 
     def cancel(self, job_id: int) -> pb.job_info:
         return self._call(build_request(Op.CANCEL, job_id=job_id), self.timeout).jobs[0]

@@ -19,7 +19,8 @@ from google.protobuf.json_format import MessageToDict
 
 from .auth import AuthError, Munge
 from .client import Client, ClientError, Outcome
-from .wire import DEFAULT_PORT, BadRequest, State, parse_env
+from .cq_pb2 import HOST_DOWN
+from .wire import DEFAULT_PORT, BadRequest, State, parse_env, parse_labels
 
 NOT_RUN = 255
 
@@ -27,7 +28,8 @@ NOT_RUN = 255
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cq-client", add_help=False,
-        usage="cq-client [-h HOST] [-p PORT] [-E NAME=value]... [-P SCRIPT] [--detach] "
+        usage="cq-client [-h HOST] [-p PORT] [-E NAME=value]... [-L LABEL]... [-P SCRIPT] "
+              "[--detach] "
               "-- COMMAND [ARG]...\n       cq-client [-h HOST] [-p PORT] "
               "(--wait ID [-P SCRIPT] | --status ID | --list | --cancel ID | --log ID)",
         description="Run a command on a cq server's queue, authenticated with MUNGE.")
@@ -38,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"server port (default $CQ_PORT or {DEFAULT_PORT})")
     p.add_argument("-E", dest="env", action="append", default=[], metavar="NAME=value",
                    help="set a variable in the job's environment (repeatable)")
+    p.add_argument("-L", "--label", dest="labels", action="append", default=[],
+                   metavar="LABEL", help="run only on a build host with this label, e.g. "
+                                         "an architecture (repeatable: all of them)")
     p.add_argument("-P", dest="post", metavar="SCRIPT",
                    help="run SCRIPT INTERNAL_STATUS EXIT_STATUS when the job has ended "
                         "(CQ_JOB_ID is set in its environment)")
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("a command cannot be combined with --wait, --status, --list, --cancel, --log")
     try:
         parse_env(args.env)
+        parse_labels(args.labels)
     except BadRequest as e:
         p.error(str(e))
     client = Client(args.host, args.port, Munge(args.munge_socket), args.timeout)
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.log is not None:
             return show_log(client, args.log, args.follow)
         if args.detach:
-            submitted = client.submit(command, args.env, legacy=args.legacy)
+            submitted = client.submit(command, args.env, legacy=args.legacy,
+                                      labels=args.labels)
             if isinstance(submitted, Outcome):  # the original server ran it already
                 return finish(args, submitted)
             print(submitted.job_id)
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.wait is not None:
                 outcome = client.wait(args.wait, progress)
             else:
-                outcome = client.run(command, args.env, legacy=args.legacy, on_update=progress)
+                outcome = client.run(command, args.env, legacy=args.legacy, on_update=progress,
+                                     labels=args.labels)
         finally:
             progress.done()  # end the updating line before anything else is printed
         return finish(args, outcome)
@@ -131,6 +139,8 @@ class Progress:
         text = f"job {rep.job_id} {State.Name(rep.state).lower()}"
         if info is not None and info.HasField("position"):
             text += f" (position {info.position})"
+        elif info is not None and info.host:
+            text += f" on {info.host}"
         if text != self.last:
             print(("\r" + text + "\033[K") if self.tty else f"cq-client: {text}",
                   file=sys.stderr, end="" if self.tty else "\n", flush=True)
@@ -183,20 +193,33 @@ def _age(t: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
+def _dicts(messages) -> list[dict]:
+    return [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+
+
 def show_list(client: Client, as_json: bool) -> int:
-    jobs = client.list()
+    jobs, hosts = client.overview()
     if as_json:
-        print(json.dumps([MessageToDict(j, preserving_proto_field_name=True) for j in jobs]))
+        print(json.dumps({"hosts": _dicts(hosts), "jobs": _dicts(jobs)}))
         return 0
-    print(f"{'ID':>7} {'STATE':<14} {'REQUESTER':<10} {'AGE':>5}  COMMAND")
+    if len(hosts) > 1 or any(h.state == HOST_DOWN for h in hosts):
+        print(f"{'HOST':<12} {'STATE':<14} {'LABELS':<16} URL")
+        for h in hosts:
+            state = ("down" if h.state == HOST_DOWN else f"job {h.job_id}" if h.job_id
+                     else "idle") + f" {_age(h.since)}"
+            print(f"{h.name:<12} {state:<14} {' '.join(h.labels) or '-':<16} {h.url}"
+                  + (f"  ({h.error})" if h.error else ""))
+        print()
+    print(f"{'ID':>7} {'STATE':<14} {'HOST':<12} {'REQUESTER':<10} {'AGE':>5}  COMMAND")
     for j in jobs:
         state = State.Name(j.state).lower()
         if j.HasField("position"):
             state += f" #{j.position}"
         elif j.state not in (State.QUEUED, State.RUNNING):
             state += f" {j.exit_status}" if j.internal_status == 0 else ""
-        print(f"{j.id:>7} {state:<14} {_user(j.requester_uid):<10} {_age(j.submitted):>5}  "
-              f"{' '.join(j.args)}")
+        labels = f"[{' '.join(j.labels)}] " if j.labels else ""
+        print(f"{j.id:>7} {state:<14} {j.host or '-':<12} {_user(j.requester_uid):<10} "
+              f"{_age(j.submitted):>5}  {labels}{' '.join(j.args)}")
     return 0
 
 
@@ -209,6 +232,10 @@ def show_status(client: Client, job_id: int, as_json: bool) -> int:
           + (f" (position {j.position})" if j.HasField("position") else ""))
     print(f"  command:   {' '.join(j.args)}")
     print(f"  requester: {_user(j.requester_uid)} (uid {j.requester_uid}), runs as {j.run_as}")
+    if j.labels:
+        print(f"  labels:    {' '.join(j.labels)}")
+    if j.host:
+        print(f"  host:      {j.host}" + (f" (attempt {j.attempts})" if j.attempts > 1 else ""))
     if j.state not in (State.QUEUED, State.RUNNING):
         print(f"  result:    internal status {j.internal_status}, exit status {j.exit_status}"
               + (f" ({j.error})" if j.error else ""))

@@ -9,11 +9,13 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..yamlfile import Checker, ConfigError, load
+from ..yamlfile import Checker, ConfigError, Node, load
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
+from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost, SshSettings
 from .job import RunAs
-from .wire import DEFAULT_HOST, DEFAULT_PORT, Limits
+from .ssh import SshTarget
+from .wire import DEFAULT_HOST, DEFAULT_PORT, BadRequest, Limits, parse_labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/cq")
 REQUESTER = "requester"
@@ -33,6 +35,8 @@ class ServerConfig:
     hook_timeout: float = 10.0
     stop_grace: float = 30.0  # SIGTERM: how long a running job may take to finish
     keep_days: float = 30.0  # how long finished jobs stay queryable
+    hosts: tuple[BuildHost, ...] = DEFAULT_HOSTS  # where jobs run, one at a time on each
+    ssh: SshSettings = SshSettings()
 
     def with_overrides(self, **values) -> "ServerConfig":
         return replace(self, **{k: v for k, v in values.items() if v is not None})
@@ -64,7 +68,8 @@ def load_config(path: str | Path | None) -> ServerConfig:
     data, c = load(path), Checker(path)
     c.mapping(data, "the server config", {
         "listen", "state_dir", "munge_socket", "allow", "run_as", "environment", "limits",
-        "incoming_hook", "hook_timeout", "stop_grace_seconds", "keep_finished_days"})
+        "incoming_hook", "hook_timeout", "stop_grace_seconds", "keep_finished_days",
+        "build_hosts", "ssh"})
     values: dict = {}
     if "listen" in data:
         listen = c.mapping(data["listen"], "listen", {"host", "port"})
@@ -116,7 +121,75 @@ def load_config(path: str | Path | None) -> ServerConfig:
             if value < 0:
                 raise c.error(data, key, f"{key} must not be negative")
             values[name] = float(value)
+    if "ssh" in data:
+        values["ssh"] = _ssh_settings(c, data["ssh"])
+    if "build_hosts" in data:
+        values["hosts"] = _build_hosts(c, data, values.get("ssh", SshSettings()))
+        if values.get("run_as", RunAs()) != RunAs() and any(h.ssh for h in values["hosts"]):
+            raise c.error(data, "run_as", "run_as applies to the local build host only: jobs "
+                          "on SSH build hosts run as the user of their url (keep run_as: "
+                          "server, or use local build hosts only)")
     return ServerConfig().with_overrides(**values)
+
+
+def _ssh_settings(c: Checker, node) -> SshSettings:
+    ssh = c.mapping(node, "ssh", {"key", "known_hosts", "connect_timeout", "check_seconds",
+                                  "retry_seconds"})
+    values: dict = {}
+    for key in ("key", "known_hosts"):
+        if (path := c.get(ssh, key, str)) is not None:
+            values[key] = Path(path)
+    for key in ("connect_timeout", "check_seconds", "retry_seconds"):
+        if (seconds := c.get(ssh, key, (int, float))) is not None:
+            if seconds <= 0:
+                raise c.error(ssh, key, f"ssh.{key} must be positive")
+            values[key] = float(seconds)
+    return SshSettings(**values)
+
+
+def _build_hosts(c: Checker, data, ssh: SshSettings) -> tuple[BuildHost, ...]:
+    """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key: PATH,
+    known_hosts: PATH}}; the url defaults to local. Files are checked now: a host that cannot
+    be reached is only found out when it is tried, but a typo in a path is a config error."""
+    node = data["build_hosts"]
+    if not isinstance(node, Node) or not node:
+        raise c.error(data, "build_hosts", "build_hosts must be a mapping of host names to "
+                                           "settings, with at least one host")
+    hosts, local = [], None
+    for name, settings in node.items():
+        if not isinstance(name, str) or not name:
+            raise c.error(node, name, f"build host name {name!r} must be text")
+        spec = c.mapping(Node() if settings is None else settings, f"build host {name!r}",
+                         {"url", "labels", "key", "known_hosts"})
+        if isinstance(spec, Node) and not spec.line:
+            spec.line = node.lines[name]
+        labels = c.get(spec, "labels", list, [])
+        try:
+            labels = frozenset(parse_labels([str(label) for label in labels]))
+        except BadRequest as e:
+            raise c.error(spec, "labels", f"build host {name!r}: {e}") from None
+        url = c.get(spec, "url", str, LOCAL)
+        if url == LOCAL:
+            if local is not None:
+                raise c.error(node, name, f"build hosts {local!r} and {name!r} are both "
+                                          "local: this machine runs one job at a time")
+            local = name
+            hosts.append(BuildHost(name, labels))
+            continue
+        try:
+            target = SshTarget.parse(url)
+        except ValueError as e:
+            raise c.error(spec, "url", f"build host {name!r}: {e} (or 'local')") from None
+        key = Path(c.get(spec, "key", str, str(ssh.key)))
+        known_hosts = Path(c.get(spec, "known_hosts", str, str(ssh.known_hosts)))
+        for what, path in (("key", key), ("known_hosts", known_hosts)):
+            if not os.access(path, os.R_OK):
+                raise c.error(spec if what in spec else node, what if what in spec else name,
+                              f"build host {name!r}: {what} file {path} cannot be read"
+                              + (" (host keys are verified: create it with ssh-keyscan, "
+                                 "checking the keys)" if what == "known_hosts" else ""))
+        hosts.append(BuildHost(name, labels, target, key, known_hosts))
+    return tuple(hosts)
 
 
 __all__ = ["ServerConfig", "ConfigError", "load_config", "REQUESTER"]

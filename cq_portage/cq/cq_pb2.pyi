@@ -25,6 +25,11 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILED: _ClassVar[JobState]
     CANCELLED: _ClassVar[JobState]
     INTERRUPTED: _ClassVar[JobState]
+
+class HostState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HOST_UP: _ClassVar[HostState]
+    HOST_DOWN: _ClassVar[HostState]
 SUBMIT: Op
 WAIT: Op
 STATUS: Op
@@ -38,9 +43,11 @@ DONE: JobState
 FAILED: JobState
 CANCELLED: JobState
 INTERRUPTED: JobState
+HOST_UP: HostState
+HOST_DOWN: HostState
 
 class cq_req(_message.Message):
-    __slots__ = ("command", "args", "env", "protocol", "op", "job_id", "request_id", "dedupe_key", "wait_seconds", "log_offset")
+    __slots__ = ("command", "args", "env", "protocol", "op", "job_id", "request_id", "dedupe_key", "wait_seconds", "log_offset", "labels")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +58,7 @@ class cq_req(_message.Message):
     DEDUPE_KEY_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LOG_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     command: str
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.RepeatedScalarFieldContainer[str]
@@ -61,10 +69,11 @@ class cq_req(_message.Message):
     dedupe_key: str
     wait_seconds: int
     log_offset: int
-    def __init__(self, command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., protocol: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., job_id: _Optional[int] = ..., request_id: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., wait_seconds: _Optional[int] = ..., log_offset: _Optional[int] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., protocol: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., job_id: _Optional[int] = ..., request_id: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., wait_seconds: _Optional[int] = ..., log_offset: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class job_info(_message.Message):
-    __slots__ = ("id", "state", "args", "requester_uid", "requester_gid", "submitted", "started", "finished", "internal_status", "exit_status", "error", "position", "waiters", "log_path", "dedupe_key", "run_as")
+    __slots__ = ("id", "state", "args", "requester_uid", "requester_gid", "submitted", "started", "finished", "internal_status", "exit_status", "error", "position", "waiters", "log_path", "dedupe_key", "run_as", "host", "labels", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +90,9 @@ class job_info(_message.Message):
     LOG_PATH_FIELD_NUMBER: _ClassVar[int]
     DEDUPE_KEY_FIELD_NUMBER: _ClassVar[int]
     RUN_AS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: JobState
     args: _containers.RepeatedScalarFieldContainer[str]
@@ -97,10 +109,31 @@ class job_info(_message.Message):
     log_path: str
     dedupe_key: str
     run_as: str
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., args: _Optional[_Iterable[str]] = ..., requester_uid: _Optional[int] = ..., requester_gid: _Optional[int] = ..., submitted: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., error: _Optional[str] = ..., position: _Optional[int] = ..., waiters: _Optional[int] = ..., log_path: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., run_as: _Optional[str] = ...) -> None: ...
+    host: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    attempts: int
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., args: _Optional[_Iterable[str]] = ..., requester_uid: _Optional[int] = ..., requester_gid: _Optional[int] = ..., submitted: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., error: _Optional[str] = ..., position: _Optional[int] = ..., waiters: _Optional[int] = ..., log_path: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., run_as: _Optional[str] = ..., host: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class host_info(_message.Message):
+    __slots__ = ("name", "url", "labels", "state", "job_id", "since", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    state: HostState
+    job_id: int
+    since: float
+    error: str
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[HostState, str]] = ..., job_id: _Optional[int] = ..., since: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class cq_rep(_message.Message):
-    __slots__ = ("internal_status", "exit_status", "protocol", "job_id", "state", "error", "merged", "jobs", "log", "log_offset", "log_eof")
+    __slots__ = ("internal_status", "exit_status", "protocol", "job_id", "state", "error", "merged", "jobs", "log", "log_offset", "log_eof", "hosts")
     INTERNAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     EXIT_STATUS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +145,7 @@ class cq_rep(_message.Message):
     LOG_FIELD_NUMBER: _ClassVar[int]
     LOG_OFFSET_FIELD_NUMBER: _ClassVar[int]
     LOG_EOF_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
     internal_status: int
     exit_status: int
     protocol: int
@@ -123,4 +157,5 @@ class cq_rep(_message.Message):
     log: bytes
     log_offset: int
     log_eof: bool
-    def __init__(self, internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., protocol: _Optional[int] = ..., job_id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., merged: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[job_info, _Mapping]]] = ..., log: _Optional[bytes] = ..., log_offset: _Optional[int] = ..., log_eof: _Optional[bool] = ...) -> None: ...
+    hosts: _containers.RepeatedCompositeFieldContainer[host_info]
+    def __init__(self, internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., protocol: _Optional[int] = ..., job_id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., merged: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[job_info, _Mapping]]] = ..., log: _Optional[bytes] = ..., log_offset: _Optional[int] = ..., log_eof: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[host_info, _Mapping]]] = ...) -> None: ...

@@ -80,7 +80,8 @@ class Executor:
         if job.run_as.uid is not None:
             ids = dict(user=job.run_as.uid, group=job.run_as.gid,
                        extra_groups=groups_of(job.run_as.uid, job.run_as.gid))
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as out:
+        # Appended to: a job requeued from a build host that went down keeps what it wrote there.
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640), "wb") as out:
             try:
                 with self._lock:
                     self._stopping = None
@@ -103,8 +104,14 @@ class Executor:
         if stopping:
             return Result(JobState.CANCELLED if stopping == "cancel" else JobState.INTERRUPTED,
                           Status.CANCELLED if stopping == "cancel" else Status.INTERRUPTED,
-                          exit_status(returncode), _stop_reasons[stopping])
+                          exit_status(returncode), STOP_REASONS[stopping])
         return Result(JobState.DONE, Status.RAN, exit_status(returncode))
+
+    def check(self) -> None:
+        """This machine is always there (a remote executor raises HostDown when not)."""
+
+    def close(self) -> None:
+        pass
 
     def stop(self, why: str, grace: float) -> bool:
         """Stop the running job (why: 'cancel' or 'shutdown'): SIGTERM, then SIGKILL."""
@@ -118,7 +125,7 @@ class Executor:
         return True
 
 
-_stop_reasons = {"cancel": "cancelled while running",
+STOP_REASONS = {"cancel": "cancelled while running",
                  "shutdown": "the server shut down while the job ran; it was not re-run"}
 
 

@@ -66,20 +66,27 @@ class Job:
     result: Result | None = None
     waiters: int = 1
     log_path: str | None = None
+    labels: tuple[str, ...] = ()  # a build host must have all of them to run it
+    host: str | None = None  # the build host that runs or ran it
+    attempts: int = 0  # times started: a job whose host went down is requeued once
 
     @property
     def key(self) -> str:
         """What makes two submissions the same work: command line, environment, user."""
-        blob = json.dumps([self.command, self.argv, sorted(dict(self.env).items()),
-                           self.run_as.uid, self.run_as.gid])
+        what = [self.command, self.argv, sorted(dict(self.env).items()), self.run_as.uid,
+                self.run_as.gid]
+        if self.labels:  # another architecture is other work (no labels: keys as before)
+            what.append(self.labels)
+        blob = json.dumps(what)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def info(self, position: int | None = None) -> pb.job_info:
         msg = pb.job_info(id=self.id, state=self.state.wire, args=self.argv,
                           requester_uid=self.requester_uid, requester_gid=self.requester_gid,
                           submitted=self.submitted, waiters=self.waiters,
-                          run_as=str(self.run_as))
-        for name in ("started", "finished", "log_path", "dedupe_key"):
+                          run_as=str(self.run_as), labels=self.labels,
+                          attempts=self.attempts)
+        for name in ("started", "finished", "log_path", "dedupe_key", "host"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
         if self.result:

@@ -28,4 +28,9 @@ def setup(level: int, log_file: Path | None = None, syslog: bool = False) -> log
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # paramiko says "Connected" and "Authentication successful" at INFO for every SSH
+    # connection to a build host; cq.ssh logs the connections that matter itself.
+    # -v shows them (paramiko's DEBUG is packet-level noise, even then).
+    logging.getLogger("paramiko").setLevel(
+        logging.INFO if level <= logging.DEBUG else logging.WARNING)
     return handler

@@ -1,5 +1,6 @@
-"""The serial runner: one job at a time, in arrival order, each result stored before it is
-announced. Jobs block in a worker thread; the store is only touched from the event loop."""
+"""Runners: one per build host, each running one job at a time, each result stored before it
+is announced. Jobs block in a worker thread per host; the store is only touched from the
+event loop. A host that goes down gets its running job requeued once, then failed."""
 
 from __future__ import annotations
 
@@ -10,25 +11,45 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from .executor import Executor
-from .job import Job
+from . import cq_pb2 as pb
+from .hosts import BuildHost
+from .job import Job, JobState, Result
+from .remote import HostDown
 from .store import Store
+from .wire import Status
 
 log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2  # a job whose host went down is requeued once, then reported failed
+
+
+class JobExecutor(Protocol):
+    def run(self, job: Job) -> Result: ...  # may raise HostDown
+    def stop(self, why: str, grace: float) -> bool: ...
+    def check(self) -> None: ...  # raises HostDown when the host does not answer
+    def close(self) -> None: ...
 
 
 @dataclass
 class Runner:
+    host: BuildHost
     store: Store
-    executor: Executor
+    executor: JobExecutor
     log_dir: Path
     on_end: Callable[[Job], None]  # told of every job that ended, after it is stored
+    on_change: Callable[[], None]  # a job started or went back: other hosts may take one
+    retry_seconds: float = 60.0
     running: Job | None = None
+    down: str | None = None  # why the host is down; None: it is up
+    since: float = field(default_factory=time.time)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _stopping: bool = field(default=False, init=False)
-    _pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="job"), init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"job-{self.host.name}")
 
     def wake(self) -> None:
         """Something was queued."""
@@ -36,9 +57,12 @@ class Runner:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.host.ssh is not None:
+            await self._until_up(first=True)
         ended = None
-        while True:
-            job = self.store.finish_and_start(ended, self.log_dir)  # one commit for both
+        while not self._stopping.is_set():
+            job = self.store.finish_and_start(ended, self.log_dir, self.host.name,
+                                              self.host.labels)  # one commit for both
             if ended is not None:
                 self.running = None
                 self.on_end(ended)
@@ -48,21 +72,75 @@ class Runner:
                 await self._wake.wait()
                 continue
             self.running = job
-            job.result = await loop.run_in_executor(self._pool, self.executor.run, job)
-            ended = job
-            if self._stopping:  # leave the queue as it is
-                self.store.finish(job)
+            self.on_change()
+            try:
+                job.result = await loop.run_in_executor(self._pool, self.executor.run, job)
+            except HostDown as e:
                 self.running = None
-                self.on_end(job)
-                return
+                self._host_down(job, e)
+                await self._until_up()
+                continue
+            ended = job
+        if ended is not None:  # stopping: record it, leave the queue as it is
+            self.store.finish(ended)
+            self.running = None
+            self.on_end(ended)
+
+    def _host_down(self, job: Job, e: HostDown) -> None:
+        self._mark_down(str(e))
+        if not e.ran:
+            job.attempts -= 1  # it never started there: this try does not count
+        if job.attempts < MAX_ATTEMPTS:
+            _note(job, f"build host {self.host.name} went down ({e}); the job goes back "
+                       "into the queue")
+            log.warning("job %d goes back into the queue: build host %s is down", job.id,
+                        self.host.name)
+            self.store.requeue(job)
+            self.on_change()
+            return
+        reason = (f"its build host went down while it ran, {job.attempts} times (last: "
+                  f"{self.host.name}: {e})")
+        _note(job, reason)
+        job.result = Result(JobState.FAILED, Status.HOST_LOST, 0, reason)
+        self.store.finish(job)
+        self.on_end(job)
+
+    def _mark_down(self, reason: str) -> None:
+        if self.down is None:
+            log.warning("build host %s is down: %s", self.host.name, reason)
+            self.since = time.time()
+        self.down = reason
+
+    async def _until_up(self, first: bool = False) -> None:
+        """Try the host until it answers (now if `first`, else after retry_seconds)."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if not first:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.retry_seconds)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            first = False
+            try:
+                await loop.run_in_executor(self._pool, self.executor.check)
+            except HostDown as e:
+                self._mark_down(str(e))
+                continue
+            if self.down is not None:
+                log.warning("build host %s is up again", self.host.name)
+                self.down, self.since = None, time.time()
+            return
 
     async def stop(self, grace: float) -> None:
         """Start nothing more; let the running job finish within `grace` seconds, then
         interrupt it (it is recorded as interrupted, never re-run)."""
-        self._stopping = True
+        self._stopping.set()
+        self._wake.set()
         job = self.running
         if job is not None:
-            log.info("waiting up to %gs for job %d to finish", grace, job.id)
+            log.info("waiting up to %gs for job %d to finish on %s", grace, job.id,
+                     self.host.name)
             deadline = time.monotonic() + grace
             while self.running is job and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -70,4 +148,57 @@ class Runner:
                 self.executor.stop("shutdown", grace=5)
             while self.running is job:
                 await asyncio.sleep(0.05)
+        self.executor.close()
         self._pool.shutdown()
+
+    def info(self) -> pb.host_info:
+        msg = pb.host_info(name=self.host.name, url=self.host.url,
+                           labels=sorted(self.host.labels), since=self.since,
+                           state=pb.HOST_DOWN if self.down else pb.HOST_UP)
+        if self.down:
+            msg.error = self.down
+        if self.running is not None:
+            msg.job_id = self.running.id
+        return msg
+
+
+def _note(job: Job, text: str) -> None:
+    """A line in the job's log, where its output stops: why it did."""
+    try:
+        with open(job.log_path, "ab") as f:
+            f.write(f"\ncq: {text}\n".encode())
+    except OSError as e:
+        log.warning("job %d: cannot write to its log: %s", job.id, e)
+
+
+@dataclass
+class Runners:
+    """The build hosts' runners, as one."""
+
+    runners: list[Runner]
+
+    def wake(self) -> None:
+        for runner in self.runners:
+            runner.wake()
+
+    def running(self, job_id: int) -> Runner | None:
+        for runner in self.runners:
+            if runner.running is not None and runner.running.id == job_id:
+                return runner
+        return None
+
+    def accepts(self, labels: tuple[str, ...]) -> bool:
+        return any(r.host.accepts(labels) for r in self.runners)
+
+    def describe(self) -> str:
+        return ", ".join(f"{r.host.name} [{' '.join(sorted(r.host.labels))}]"
+                         for r in self.runners)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(r.run() for r in self.runners))
+
+    async def stop(self, grace: float) -> None:
+        await asyncio.gather(*(r.stop(grace) for r in self.runners))
+
+    def infos(self) -> list[pb.host_info]:
+        return [r.info() for r in self.runners]

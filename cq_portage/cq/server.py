@@ -27,7 +27,8 @@ from .auth import AuthError, Credential, Munge
 from .config import REQUESTER, ConfigError, ServerConfig
 from .executor import Executor, kill_orphan
 from .job import Job, JobState, RunAs
-from .runner import Runner
+from .remote import RemoteExecutor
+from .runner import Runner, Runners
 from .store import Store, Submission
 from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
     parse_request
@@ -66,16 +67,24 @@ class Server:
     munge: Munge
     reload_config: Callable[[], ServerConfig] | None = None  # what SIGHUP calls
     store: Store = field(init=False)
-    executor: Executor = field(init=False)
     waiters: dict[int, list[Waiter]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.config.state_dir / "logs"
         self.store = Store(self.config.state_dir / "cq.db")
-        self.executor = Executor(self.config.env_policy,
-                                 running_file=self.config.state_dir / "running")
-        self.runner = Runner(self.store, self.executor, self.log_dir, self._notify)
+        self.running_file = self.config.state_dir / "running"
+        self.local: Executor | None = None
+        runners = []
+        for host in self.config.hosts:
+            if host.ssh is None:
+                self.local = executor = Executor(self.config.env_policy,
+                                                 running_file=self.running_file)
+            else:
+                executor = RemoteExecutor(host, self.config.ssh)
+            runners.append(Runner(host, self.store, executor, self.log_dir, self._notify,
+                                  self._wake_all, self.config.ssh.retry_seconds))
+        self.runners = Runners(runners)
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
         self._stop = asyncio.Event()
@@ -83,8 +92,9 @@ class Server:
     # -- life cycle ---------------------------------------------------------------------
 
     def recover(self) -> None:
-        for job in self.store.recover():
-            killed = kill_orphan(self.executor.running_file, job.id)
+        local = next((h.name for h in self.config.hosts if h.ssh is None), None)
+        for job in self.store.recover():  # a remote job ended with its SSH connection
+            killed = job.host in (None, local) and kill_orphan(self.running_file, job.id)
             log.warning("job %d was running when the server stopped: marked interrupted%s",
                         job.id, " (its leftover processes were killed)" if killed else "")
         self.prune()
@@ -129,7 +139,7 @@ class Server:
         log.info("cq-server listening on %s (%d queued)", endpoint, counts.get("queued", 0))
         if on_ready:
             on_ready()
-        runner = asyncio.create_task(self.runner.run())
+        runners = asyncio.create_task(self.runners.run())
         receiver = asyncio.create_task(self._receive())
         handler = asyncio.create_task(self._handle())
         pruner = asyncio.create_task(self._prune_hourly())
@@ -137,8 +147,8 @@ class Server:
         log.info("stopping: no new requests")
         for task in (receiver, handler, pruner):
             task.cancel()
-        await self.runner.stop(self.config.stop_grace)
-        runner.cancel()
+        await self.runners.stop(self.config.stop_grace)
+        runners.cancel()
         sock.close(linger=1000)
         ctx.term()
         self.store.close()
@@ -156,13 +166,14 @@ class Server:
         except ConfigError as e:
             log.error("SIGHUP: configuration not reloaded, keeping the old one: %s", e)
             return
-        fixed = ("host", "port", "state_dir", "munge_socket")
+        fixed = ("host", "port", "state_dir", "munge_socket", "hosts", "ssh")
         changed = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
         if changed:
             log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(changed))
             new = replace(new, **{k: getattr(self.config, k) for k in changed})
         self.config = new
-        self.executor.set_policy(new.env_policy)
+        if self.local:
+            self.local.set_policy(new.env_policy)
         log.info("configuration reloaded")
 
     # -- requests -----------------------------------------------------------------------
@@ -223,7 +234,13 @@ class Server:
             run_as = RunAs(cred.uid, cred.gid) if self.config.run_as == REQUESTER \
                 else self.config.run_as
             job = Job(command=req.command, argv=req.argv, env=req.env, requester_uid=cred.uid,
-                      requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key)
+                      requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key,
+                      labels=req.labels)
+            if not self.runners.accepts(job.labels):
+                reason = (f"no build host has the labels {' '.join(job.labels)} "
+                          f"(build hosts: {self.runners.describe()})")
+                await self._reply(envelope, build_reply(Status.REFUSED, 0, error=reason))
+                continue
             merge_into = None
             if self.config.incoming_hook:
                 decision = await hook.ask(self.config.incoming_hook, self.config.hook_timeout,
@@ -247,7 +264,10 @@ class Server:
             else:
                 await self._reply(envelope, build_reply(
                     Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=State.QUEUED))
-        self.runner.wake()
+        self.runners.wake()
+
+    def _wake_all(self) -> None:
+        self.runners.wake()
 
     async def _answer(self, envelope: list[bytes], authed: Authed) -> None:
         req, cred = authed.request, authed.cred
@@ -293,7 +313,7 @@ class Server:
                 position += 1
             jobs.append(job.info(position if job.state == JobState.QUEUED else None))
         jobs += [job.info() for job in self.store.recent(20)]
-        return build_reply(Status.RAN, 0, jobs=jobs)
+        return build_reply(Status.RAN, 0, jobs=jobs, hosts=self.runners.infos())
 
     def _log_reply(self, job: Job, offset: int) -> bytes:
         data = b""
@@ -317,17 +337,18 @@ class Server:
             self.store.cancel_queued(job, f"cancelled by uid {cred.uid}")
             log.info("job %d cancelled by uid %d", job.id, cred.uid)
             self._notify(job)
-        elif job.state == JobState.RUNNING:
-            log.info("job %d: stopping it, cancelled by uid %d", job.id, cred.uid)
-            self.executor.stop("cancel", grace=10)
+        elif (runner := self.runners.running(job.id)) is not None:
+            log.info("job %d: stopping it on %s, cancelled by uid %d", job.id,
+                     runner.host.name, cred.uid)
+            runner.executor.stop("cancel", grace=10)
         else:
             return build_reply(Status.REFUSED, 0, job_id=job.id,
                                error=f"job {job.id} has already ended ({job.state.value})")
         return self._job_reply(job)
 
     def _job(self, job_id: int) -> Job | None:
-        running = self.runner.running
-        return running if running and running.id == job_id else self.store.get(job_id)
+        runner = self.runners.running(job_id)
+        return runner.running if runner else self.store.get(job_id)
 
     def _notify(self, job: Job) -> None:
         r = job.result

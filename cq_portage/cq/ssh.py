@@ -346,9 +346,9 @@ class SshRunner:
                         self.target)
             chan.close()
 
-    def alive(self, timeout: float = 5.0) -> bool:
-        """Does the host answer: `true` runs there within `timeout` seconds (connecting
-        first if needed, which may take connect_timeout more)."""
+    def check(self, timeout: float = 5.0) -> None:
+        """Raise an SshError saying why unless `true` runs on the host within `timeout`
+        seconds (connecting first if needed, which may take connect_timeout more)."""
         chan = None
         try:
             chan = self._transport().open_session(timeout=timeout)
@@ -358,12 +358,23 @@ class SshRunner:
             deadline.start()
             try:
                 chan.exec_command("true")
-                return chan.status_event.wait(timeout) and chan.exit_status == 0
+                if not chan.status_event.wait(timeout) or chan.exit_status != 0:
+                    raise SshUnreachable(f"{self.target.address}: no answer within "
+                                         f"{timeout:g} s")
             finally:
                 deadline.cancel()
-        except (SshError, EOFError, OSError, paramiko.SSHException) as e:
-            log.info("%s does not answer: %s", self.target, e)
-            return False
+        except (EOFError, OSError, paramiko.SSHException) as e:
+            raise SshUnreachable(f"{self.target.address}: no answer within {timeout:g} s "
+                                 f"({e or type(e).__name__})") from None
         finally:
             if chan is not None:
                 chan.close()
+
+    def alive(self, timeout: float = 5.0) -> bool:
+        """Does the host answer (check() without the why)?"""
+        try:
+            self.check(timeout)
+        except SshError as e:
+            log.info("%s does not answer: %s", self.target, e)
+            return False
+        return True

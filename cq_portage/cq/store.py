@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted REAL NOT NULL, started REAL, finished REAL,
     internal_status INTEGER, exit_status INTEGER, error TEXT,
     log_path TEXT,
-    waiters INTEGER NOT NULL DEFAULT 1
+    waiters INTEGER NOT NULL DEFAULT 1,
+    labels TEXT NOT NULL DEFAULT '',        -- space-separated; a host must have them all
+    host TEXT,                              -- the build host that runs or ran it
+    attempts INTEGER NOT NULL DEFAULT 0     -- times started (a host that went down: requeued)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_queued_by_key ON jobs(key) WHERE state = 'queued';
@@ -41,6 +44,13 @@ CREATE TABLE IF NOT EXISTS requests (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_by_job ON requests(job_id);
 """
+# Built after the columns that a database of an older version lacks have been added.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_queued_by_requester ON jobs(requester_uid, id)
+    WHERE state = 'queued';
+"""
+ADDED_COLUMNS = {"labels": "TEXT NOT NULL DEFAULT ''", "host": "TEXT",
+                 "attempts": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,8 @@ def _job(row: sqlite3.Row) -> Job:
                run_as=RunAs(row["run_uid"], row["run_gid"]), dedupe_key=row["dedupe_key"],
                id=row["id"], state=state, submitted=row["submitted"], started=row["started"],
                finished=row["finished"], result=result, waiters=row["waiters"],
-               log_path=row["log_path"])
+               log_path=row["log_path"], labels=tuple(row["labels"].split()),
+               host=row["host"], attempts=row["attempts"])
 
 
 class Store:
@@ -84,6 +95,11 @@ class Store:
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a deep queue stays in memory
         self.db.executescript(SCHEMA)
+        have = {row["name"] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        self.db.executescript(INDEXES)
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint, daemon=True,
                                               name="checkpoint")
@@ -154,30 +170,57 @@ class Store:
             merged = False
             job_id = db.execute(
                 "INSERT INTO jobs (state, command, argv, env, run_uid, run_gid, requester_uid,"
-                " requester_gid, key, dedupe_key, submitted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " requester_gid, key, dedupe_key, submitted, labels)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 ("queued", job.command, json.dumps(job.argv), json.dumps(job.env),
                  job.run_as.uid, job.run_as.gid, job.requester_uid, job.requester_gid,
-                 job.key, job.dedupe_key, now)).lastrowid
+                 job.key, job.dedupe_key, now, " ".join(job.labels))).lastrowid
         if sub.request_id:
             db.execute("INSERT INTO requests VALUES (?, ?, ?)",
                        (sub.request_id, job_id, job.requester_uid))
         return Accepted(job_id, merged)
 
-    def finish_and_start(self, ended: Job | None, log_dir: Path) -> Job | None:
-        """Record how `ended` ended and mark the next queued job running, in one commit."""
+    def finish_and_start(self, ended: Job | None, log_dir: Path, host: str = "local",
+                         labels: frozenset[str] = frozenset()) -> Job | None:
+        """Record how `ended` ended and start the next job that `host`, which has `labels`,
+        may run, in one commit."""
         with self._tx():
             if ended is not None:
                 self._finish(ended)
-            row = self.db.execute(
-                "SELECT * FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
+            row = self._next_for(labels)
             if row is None:
                 return None
             job = _job(row)
-            job.state, job.started = JobState.RUNNING, time.time()
-            job.log_path = str(log_dir / f"{job.id // 1000:04d}" / f"{job.id}.log")
-            self.db.execute("UPDATE jobs SET state = 'running', started = ?, log_path = ? "
-                            "WHERE id = ?", (job.started, job.log_path, job.id))
+            job.state, job.started, job.host = JobState.RUNNING, time.time(), host
+            job.attempts += 1
+            if job.log_path is None:  # a requeued job goes on with the log it has
+                job.log_path = str(log_dir / f"{job.id // 1000:04d}" / f"{job.id}.log")
+            self.db.execute("UPDATE jobs SET state = 'running', started = ?, log_path = ?, "
+                            "host = ?, attempts = ? WHERE id = ?",
+                            (job.started, job.log_path, host, job.attempts, job.id))
             return job
+
+    def _next_for(self, labels: frozenset[str]) -> sqlite3.Row | None:
+        """The oldest queued job whose labels `labels` covers and that is its requester's
+        oldest queued one: a requester's jobs start in the order they came."""
+        row = self.db.execute(
+            "SELECT * FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
+        if row is None or labels.issuperset(row["labels"].split()):
+            return row  # the common case: the head of the queue fits
+        for row in self.db.execute(
+                "SELECT jobs.* FROM jobs JOIN (SELECT min(id) AS id FROM jobs "
+                "WHERE state = 'queued' GROUP BY requester_uid) AS first USING (id) "
+                "ORDER BY id"):
+            if labels.issuperset(row["labels"].split()):
+                return row
+        return None
+
+    def requeue(self, job: Job) -> None:
+        """Back into the queue, where it was: its host went down while it ran."""
+        with self._tx():
+            self.db.execute("UPDATE jobs SET state = 'queued', started = NULL, host = NULL, "
+                            "attempts = ? WHERE id = ?", (job.attempts, job.id))
+        job.state, job.started, job.host = JobState.QUEUED, None, None
 
     def finish(self, job: Job) -> None:
         with self._tx():

@@ -19,6 +19,8 @@ PROTOCOL_VERSION = 1
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 48005
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}\Z")  # a build host's label: amd64, arm64
+MAX_LABELS = 32
 
 Op = pb.Op
 State = pb.JobState
@@ -34,6 +36,7 @@ class Status(enum.IntEnum):
     CANCELLED = -4
     NOT_FOUND = -5  # no such job
     SERVER_ERROR = -6  # e.g. munged unreachable on the server
+    HOST_LOST = -7  # its build host went down while it ran, and again after a requeue
 
 
 class BadRequest(ValueError):
@@ -60,6 +63,7 @@ class Request:
     dedupe_key: str | None = None
     wait_seconds: int = 0
     log_offset: int = 0
+    labels: tuple[str, ...] = ()  # a build host must have them all to run the job
 
 
 def _strings(values, what: str, limits: Limits) -> list[str]:
@@ -107,6 +111,7 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
     for text in (msg.request_id, msg.dedupe_key):
         if isinstance(text, bytes) or len(text) > 1024:
             raise BadRequest("request_id or dedupe_key is not UTF-8 text of at most 1024 bytes")
+    labels = parse_labels(msg.labels)
     op = msg.op
     if op not in Op.values():
         raise BadRequest(f"unknown operation {op}")
@@ -125,8 +130,19 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
         job_id=msg.job_id if msg.HasField("job_id") else None,
         request_id=msg.request_id or None,
         dedupe_key=msg.dedupe_key or None,
-        wait_seconds=msg.wait_seconds, log_offset=msg.log_offset,
+        wait_seconds=msg.wait_seconds, log_offset=msg.log_offset, labels=labels,
     )
+
+
+def parse_labels(labels) -> tuple[str, ...]:
+    """Sorted and without repeats: a set, written the same way whoever sent it."""
+    if len(labels) > MAX_LABELS:
+        raise BadRequest(f"more than {MAX_LABELS} labels")
+    for label in labels:
+        if isinstance(label, bytes) or not LABEL.match(label):
+            raise BadRequest(f"bad label {str(label)[:80]!r}: want letters, digits, "
+                             "'_', '.', '+' or '-', at most 64")
+    return tuple(sorted(set(labels)))
 
 
 def build_request(op: int = Op.SUBMIT, argv: list[str] | tuple[str, ...] = (),
@@ -145,8 +161,8 @@ def build_reply(status: int, exit_status: int = 0, *, legacy: bool = False, **fi
         for name, value in fields.items():
             if value is None:
                 continue
-            if name == "jobs":
-                msg.jobs.extend(value)
+            if name in ("jobs", "hosts"):
+                getattr(msg, name).extend(value)
             else:
                 setattr(msg, name, value)
     return msg.SerializeToString()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -86,3 +87,25 @@ def test_finished_jobs_are_forgotten_after_keep_finished_days(make_server):
         with pytest.raises(Refused, match=f"no job {old}"):
             client.status(old)
     assert not log.exists()
+
+
+def test_a_queue_stored_by_the_previous_version_is_kept_and_runs(make_server, tmp_path):
+    """The job table of version 0.1 had no labels, host or attempts: they are added."""
+    state = tmp_path / "server" / "state"
+    state.mkdir(parents=True)
+    db = sqlite3.connect(state / "cq.db")
+    db.executescript("""
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL,
+            command TEXT NOT NULL, argv TEXT NOT NULL, env TEXT NOT NULL, run_uid INTEGER,
+            run_gid INTEGER, requester_uid INTEGER NOT NULL, requester_gid INTEGER NOT NULL,
+            key TEXT NOT NULL, dedupe_key TEXT, submitted REAL NOT NULL, started REAL,
+            finished REAL, internal_status INTEGER, exit_status INTEGER, error TEXT,
+            log_path TEXT, waiters INTEGER NOT NULL DEFAULT 1);
+        INSERT INTO jobs (state, command, argv, env, requester_uid, requester_gid, key,
+            submitted) VALUES ('queued', 'sh', '["sh", "-c", "echo kept"]', '[]', 0, 0, 'k', 1);
+    """)
+    db.close()
+    server = make_server()
+    with server.client() as client:
+        assert client.wait(1).ok
+        assert client.log(1)[0] == b"kept\n" and client.status(1).host == "local"

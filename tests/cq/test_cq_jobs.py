@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -90,7 +91,9 @@ def test_unknown_job(client):
 def test_cli_runs_job_passes_env_and_exits_with_its_status(server):
     result = cq_client(server, "-E", "GREETING=hi", "--", "sh", "-c", 'echo "$GREETING"; exit 5')
     assert result.returncode == 5
-    job_id = int(cq_client(server, "--list", "--json").stdout.split('"id": "')[1].split('"')[0])
+    listing = json.loads(cq_client(server, "--list", "--json").stdout)
+    job_id = int(listing["jobs"][-1]["id"])
+    assert [h["name"] for h in listing["hosts"]] == ["local"]
     assert cq_client(server, "--log", str(job_id)).stdout == "hi\n"
 
 

@@ -1,0 +1,101 @@
+"""Runs jobs on a build host over SSH, as executor.py runs them here: output into the job's
+log, exit status in the shell's convention. A host that cannot be reached or stops answering
+raises HostDown, so that the runner can requeue the job instead of losing it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .executor import JOB_ID_VAR, STOP_REASONS
+from .hosts import BuildHost, SshSettings
+from .job import Job, JobState, Result
+from .ssh import SshError, SshLost, SshRunner
+from .wire import Status
+
+log = logging.getLogger(__name__)
+
+
+class HostDown(Exception):
+    """The build host failed us; `ran`: the job may have started there (else it surely
+    did not, and requeueing it costs it nothing)."""
+
+    def __init__(self, message: str, ran: bool):
+        super().__init__(message)
+        self.ran = ran
+
+
+@dataclass
+class RemoteExecutor:
+    host: BuildHost
+    settings: SshSettings
+    ssh: SshRunner = field(init=False)
+    _stopping: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.ssh = SshRunner(self.host.ssh, self.host.key, self.host.known_hosts,
+                             connect_timeout=self.settings.connect_timeout)
+
+    def check(self) -> None:
+        """Raise HostDown unless the host answers."""
+        try:
+            self.ssh.check(self.settings.connect_timeout)
+        except SshError as e:
+            raise HostDown(str(e), ran=False) from None
+
+    def run(self, job: Job) -> Result:
+        """Run `job` there to its end (blocking). The job's environment is its request's
+        variables on top of the SSH login's: this host's server environment means nothing
+        there. It runs as the URL's user."""
+        env = {**dict(job.env), JOB_ID_VAR: str(job.id)}
+        argv = [job.command, *job.argv[1:]]
+        log_path = Path(job.log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stopping = None
+        done, lost = threading.Event(), threading.Event()
+        watchdog = threading.Thread(target=self._watch, args=(done, lost), daemon=True,
+                                    name=f"watch-{self.host.name}")
+        with open(log_path, "ab") as out:
+            watchdog.start()
+            try:
+                status = self.ssh.run(argv, env, out)
+            except SshLost as e:
+                if self._stopping:  # the channel was closed to stop it
+                    return self._stopped(-1)
+                reason = f"{self.host.name} stopped answering" if lost.is_set() else str(e)
+                raise HostDown(reason, ran=True) from None
+            except SshError as e:  # it never started: cannot connect, host key, auth
+                raise HostDown(str(e), ran=False) from None
+            finally:
+                done.set()
+        if self._stopping:
+            return self._stopped(status)
+        return Result(JobState.DONE, Status.RAN, status)
+
+    def _stopped(self, status: int) -> Result:
+        cancel = self._stopping == "cancel"
+        return Result(JobState.CANCELLED if cancel else JobState.INTERRUPTED,
+                      Status.CANCELLED if cancel else Status.INTERRUPTED, max(status, 0),
+                      STOP_REASONS[self._stopping])
+
+    def _watch(self, done: threading.Event, lost: threading.Event) -> None:
+        """A frozen host keeps the TCP connection up and run() waiting forever: ask it every
+        check_seconds whether it still answers, and drop the connection when it does not."""
+        while not done.wait(self.settings.check_seconds):
+            if not self.ssh.alive(self.settings.connect_timeout) and not done.is_set():
+                log.warning("build host %s does not answer; dropping its connection",
+                            self.host.name)
+                lost.set()
+                self.ssh.close()
+                return
+
+    def stop(self, why: str, grace: float) -> bool:
+        """Stop the running job (why: 'cancel' or 'shutdown'); the host sends SIGTERM, then
+        SIGKILL after SshRunner.stop_grace seconds (`grace` is for local jobs)."""
+        self._stopping = why
+        return self.ssh.stop()
+
+    def close(self) -> None:
+        self.ssh.close()
