@@ -15,6 +15,18 @@ def cq_client(server, *args: str, timeout: float = 60, **kw) -> subprocess.Compl
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def original_client_request(munged_socket: str, args: list[str], env: list[str]) -> bytes:
+    """The frame the C client sends: cq_req with "" end markers, munged, NUL-terminated."""
+    import pymunge
+
+    from cq_portage.cq import cq_pb2 as pb
+
+    payload = pb.cq_req(command=args[0], args=[*args, ""], env=[*env, ""]).SerializeToString()
+    ctx = pymunge.MungeContext()
+    ctx.socket = munged_socket
+    return ctx.encode(payload) + b"\0"
+
+
 def raw_exchange(port: int, frame: bytes, timeout: float = 10.0):
     """Send one frame with a REQ socket, as the original client does; return the cq_rep."""
     import zmq

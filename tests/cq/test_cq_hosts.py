@@ -16,7 +16,7 @@ from cq_portage.cq.wire import State, Status
 from cq_portage.sandbox.server import wait_running
 from cq_portage.sandbox.sshd import Sshd
 
-from helpers import cq_client
+from helpers import cq_client, original_client_request, raw_exchange
 
 # Short enough for tests: a frozen host is noticed within check + connect seconds.
 FAST_SSH = {"connect_timeout": 2, "check_seconds": 1, "retry_seconds": 0.5}
@@ -220,6 +220,36 @@ def test_cancel_stops_a_job_on_a_remote_host(make_server, sshds, tmp_path):
         outcome = client.wait(job_id)
         assert outcome.state == "cancelled" and outcome.internal_status == Status.CANCELLED
     assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the remote job gone")
+
+
+def test_an_original_client_job_runs_on_a_remote_host_and_is_answered_at_its_end(
+        make_server, sshds):
+    remote = sshds("legacy")
+    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH})
+    frame = original_client_request(server.munge_socket, ["sh", "-c", 'echo "$MSG"; exit 9'],
+                                    ["MSG=from afar"])
+    rep = raw_exchange(server.port, frame, timeout=30)
+    assert (rep.internal_status, rep.exit_status) == (0, 9)
+    with server.client() as client:
+        [job] = client.list()
+        assert job.host == "far" and client.log(job.id)[0] == b"from afar\n"
+
+
+def test_stopping_the_server_ends_a_remote_job_and_records_it(make_server, sshds, tmp_path):
+    remote = sshds("stop")
+    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH,
+                          "stop_grace_seconds": 0.5})
+    pid_file = tmp_path / "pid"
+    with server.client() as client:
+        job_id = client.submit(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]).job_id
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="pid")
+    assert server.stop() == 0
+    assert wait_for(lambda: not Path(f"/proc/{int(pid_file.read_text())}").exists(),
+                    what="the remote job gone")
+    server.start()
+    with server.client() as client:
+        outcome = client.wait(job_id)
+        assert outcome.state == "interrupted" and "not re-run" in outcome.error
 
 
 # -- the configuration ---------------------------------------------------------------------

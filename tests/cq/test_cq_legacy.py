@@ -13,15 +13,7 @@ import zmq
 from cq_portage.cq import cq_pb2 as pb
 from cq_portage.sandbox.server import free_port
 
-from helpers import cq_client
-
-
-def original_client_request(munged_socket: str, args: list[str], env: list[str]) -> bytes:
-    """The frame the C client sends: cq_req with "" end markers, munged, NUL-terminated."""
-    payload = pb.cq_req(command=args[0], args=[*args, ""], env=[*env, ""]).SerializeToString()
-    ctx = pymunge.MungeContext()
-    ctx.socket = munged_socket
-    return ctx.encode(payload) + b"\0"
+from helpers import cq_client, original_client_request
 
 
 def test_original_client_is_answered_when_its_job_ends(server, tmp_path):
