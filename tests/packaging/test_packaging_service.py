@@ -28,7 +28,7 @@ LOG_FILE = "/var/log/cq/cq-server.log"
 # The top-level keys of cq-server's config, as the issue lists them.
 SERVER_KEYS = {"listen", "state_dir", "munge_socket", "allow", "run_as", "environment",
                "limits", "incoming_hook", "hook_timeout", "stop_grace_seconds",
-               "keep_finished_days"}
+               "keep_finished_days", "build_hosts", "ssh"}
 
 # openrc-run's helpers, as far as the script uses them; depend() keywords are recorded.
 _OPENRC_STUBS = r"""
