@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cq_portage.emerge.jobs import BuildJob
@@ -63,11 +64,13 @@ def entry_line(entry: PlanEntry, use_expand: tuple[str, ...], palette: Palette,
     return f"{line}  {use}" if use else line
 
 
-def plan_text(plan: Plan, palette: Palette, verbose: bool = False, quiet: bool = False) -> str:
+def plan_text(plan: Plan, palette: Palette, verbose: bool = False, quiet: bool = False,
+              who: str | None = None) -> str:
+    """`who` names whose plan it is (fleet mode: a host of the group), default the group."""
     lines = []
     if not quiet:
-        lines.append(f"\nThese are the packages group {palette.bold(plan.group.name)} "
-                     "would merge, in order:\n")
+        who = who or f"group {palette.bold(plan.group.name)}"
+        lines.append(f"\nThese are the packages {who} would merge, in order:\n")
     lines += [entry_line(e, plan.use_expand, palette, verbose) for e in plan.entries]
     for cpv in plan.uninstalls:
         lines.append(f"{palette.red('[uninstall     ]')} {cpv}  (blocked)")
@@ -80,12 +83,14 @@ def plan_text(plan: Plan, palette: Palette, verbose: bool = False, quiet: bool =
 
 
 def jobs_text(jobs: list[BuildJob], palette: Palette, verbose: bool = False,
-              quiet: bool = False) -> str:
+              quiet: bool = False, needed_by: Mapping[str, list[str]] | None = None) -> str:
+    """`needed_by`: dedupe key -> the hosts needing the build (fleet mode), else groups."""
     lines = [] if quiet else [f"\nBuild jobs ({len(jobs)}, duplicates merged), in order:\n"]
     for job in jobs:
         env = " ".join(f"{k}={v!r}" for k, v in job.env)
+        who = needed_by[job.key] if needed_by is not None else job.groups
         lines.append(f"{palette.green('[build]')} {palette.bold(job.cpv)}::{job.repo}  "
-                     f"for {', '.join(job.groups)}" + (f"  {env}" if env else ""))
+                     f"for {', '.join(who)}" + (f"  {env}" if env else ""))
         if verbose:
             lines.append(f"        key: {job.key}")
     return "\n".join(lines)

@@ -95,6 +95,12 @@ def dedupe_key(entry: PlanEntry, env: Mapping[str, str], argv: Iterable[str],
                      "CMD=" + shlex.join(argv)])
 
 
+def entry_key(plan: Plan, entry: PlanEntry) -> str:
+    """The dedupe key of the build a plan entry needs."""
+    env = build_environment(plan, entry)
+    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand)
+
+
 def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
     """The deduplicated build jobs of all plans, in an order that keeps every plan's own
     merge order (a topological order of "comes before in some plan", ties broken by first

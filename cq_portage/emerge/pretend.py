@@ -9,6 +9,7 @@ from typing import TextIO
 
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
+from cq_portage.emerge.plan_json import plan_to_json
 from cq_portage.emerge.profiles import GroupProfile
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -21,15 +22,6 @@ class Output:
     quiet: bool = False
     colour: bool = False
     jobs: int | None = None  # groups resolved at once; None: one per CPU
-
-
-def plan_to_json(plan) -> dict:
-    return {"group": plan.group.name,
-            "packages": [{"cpv": e.cpv, "repo": e.repo, "slot": e.slot, "use": list(e.use),
-                          "action": e.action, "build_id": e.binary_build_id,
-                          "operation": e.operation,
-                          "replaces": e.replaces} for e in plan.entries],
-            "uninstalls": list(plan.uninstalls)}
 
 
 def make_plans(groups: list[GroupProfile], output: Output, stderr: TextIO):

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from cq_portage.emerge.profiles import (DEFAULT_PORT, Config, ConfigError, GroupProfile,
-                                        HostSettings, PackageUse, Server)
+                                        HostSettings, PackageUse, Server, SshSettings)
 
 # PMS 3.1.4: a USE flag name; "-*" resets in USE, like make.conf.
 _FLAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+_@-]*")
@@ -21,10 +21,11 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Set by their own keys, or moving Portage to another root: not for a group's env.
 _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
-_TOP_KEYS = ("server", "groups", "host")
+_TOP_KEYS = ("server", "groups", "host", "ssh")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
-_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command")
+_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command", "hosts")
+_SSH_KEYS = ("key_file", "known_hosts", "connect_timeout", "command")
 
 
 class Validator:
@@ -34,6 +35,7 @@ class Validator:
         self.path = path
         self.problems: list[str] = []
         self._loader = yaml.SafeLoader("")
+        self._hosts_seen: dict[object, str] = {}  # SshTarget -> the group listing it
 
     def error(self, node: yaml.Node | None, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -63,10 +65,70 @@ class Validator:
                 if group is not None:
                     groups[name] = group
         host = self.host(top["host"][1], groups) if top and "host" in top else HostSettings()
+        ssh = self.ssh(top["ssh"][1]) if top and "ssh" in top else SshSettings()
         if self.problems:
             raise ConfigError(self.problems)
         assert server is not None
-        return Config(path=self.path, server=server, groups=groups, host=host)
+        return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh)
+
+    def ssh(self, node: yaml.Node) -> SshSettings:
+        """How fleet mode reaches hosts: key, known_hosts (always checked), timeout, and the
+        cq-emerge command run there."""
+        entries = self.mapping(node, "'ssh'", _SSH_KEYS)
+        if entries is None:
+            return SshSettings()
+        values: dict[str, Any] = {}
+        for key in ("key_file", "known_hosts"):
+            if key in entries:
+                value = self.scalar(entries[key][1])
+                path = Path(value).expanduser() if isinstance(value, str) else None
+                if path is None or not path.is_absolute():
+                    self.error(entries[key][1], f"'ssh.{key}' must be an absolute path "
+                                                "(or ~/...)")
+                else:
+                    values[key] = path
+        if "connect_timeout" in entries:
+            timeout = self.scalar(entries["connect_timeout"][1])
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                    or timeout <= 0:
+                self.error(entries["connect_timeout"][1],
+                           "'ssh.connect_timeout' must be a number of seconds")
+            else:
+                values["connect_timeout"] = float(timeout)
+        if "command" in entries:
+            values["command"] = self.build_command(entries["command"][1], "'ssh.command'")
+        return SshSettings(**values)
+
+    def hosts(self, node: yaml.Node, what: str) -> tuple:
+        """ssh://user@host[:port] URLs; a host belongs to one group only (its profile)."""
+        from cq_portage.cq.ssh import SshTarget  # paramiko: only configs with hosts pay
+
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, f"{what} must be a list of ssh://user@host[:port] URLs, "
+                             f"not {_kind(node)}")
+            return ()
+        group = what.split(".")[0]
+        targets = []
+        for item in node.value:
+            value = self.scalar(item)
+            if not isinstance(value, str):
+                self.error(item, f"{what} entries must be ssh://user@host[:port] URLs, "
+                                 f"not {_kind(item)}")
+                continue
+            try:
+                target = SshTarget.parse(value.strip())
+            except ValueError as e:
+                self.error(item, f"{what}: {e}")
+                continue
+            if target in self._hosts_seen:
+                other = self._hosts_seen[target]
+                self.error(item, f"{what}: {target} is listed "
+                           + ("twice" if other == group else f"in group {other!r} too")
+                           + " (a host has one group)")
+                continue
+            self._hosts_seen[target] = group
+            targets.append(target)
+        return tuple(targets)
 
     def host(self, node: yaml.Node, groups: Mapping[str, GroupProfile]) -> HostSettings:
         """This host's own settings: its groups (what a bare cq-emerge, the nightly cron job
@@ -195,6 +257,8 @@ class Validator:
         if "build_command" in entries:
             values["build_command"] = self.build_command(entries["build_command"][1],
                                                          f"{name}.build_command")
+        if "hosts" in entries:
+            values["hosts"] = self.hosts(entries["hosts"][1], f"{name}.hosts")
         if len(self.problems) > before:
             return None
         return GroupProfile(name=name, **values)

@@ -10,8 +10,12 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:  # importing cq.ssh loads paramiko: only fleet mode needs it
+    from cq_portage.cq.ssh import SshTarget
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
 CONFIG_ENV = "CQ_PORTAGE_CONFIG"
@@ -21,8 +25,8 @@ DEFAULT_PACKAGES = ("@world",)
 # replaces a "{atom}" argument when the command has one (chroot wrappers and the like).
 DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkgonly", "--oneshot", "--usepkg",
                          "--binpkg-respect-use=y")
-
-
+# What fleet mode runs on each host to get its plan (the flags are added after it).
+DEFAULT_REMOTE_COMMAND = ("cq-emerge",)
 
 class ConfigError(Exception):
     """Bad config: `problems` holds one "FILE:LINE: message" line per problem."""
@@ -62,6 +66,7 @@ class GroupProfile:
     packages: tuple[str, ...] = DEFAULT_PACKAGES
     package_use: tuple[PackageUse, ...] = ()
     build_command: tuple[str, ...] = DEFAULT_BUILD_COMMAND
+    hosts: tuple["SshTarget", ...] = ()  # the group's hosts, for fleet mode
 
     def portage_env(self) -> dict[str, str]:
         """The make.conf-like variables this group puts in Portage's environment."""
@@ -81,11 +86,22 @@ class HostSettings:
 
 
 @dataclass(frozen=True)
+class SshSettings:
+    """How fleet mode reaches a group's hosts (defaults: the running user's own SSH files)."""
+
+    key_file: Path = field(default_factory=lambda: Path.home() / ".ssh/id_ed25519")
+    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh/known_hosts")
+    connect_timeout: float = 10.0
+    command: tuple[str, ...] = DEFAULT_REMOTE_COMMAND
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: Server
     groups: Mapping[str, GroupProfile]
     host: HostSettings = HostSettings()
+    ssh: SshSettings = field(default_factory=SshSettings)
 
     def select(self, names: Iterable[str], all_groups: bool = False) -> list[GroupProfile]:
         """The groups asked for, in the order asked (all of them, in file order, if

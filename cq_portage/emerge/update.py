@@ -4,6 +4,10 @@ For one group (the host's own) every plan entry is tracked: binary packages are 
 once, built ones when their job ends well, always after the plan entries they depend on; a
 failed build skips its dependants but not the rest; a failed install stops the group. With
 several groups (a build host pre-building) only the builds are submitted and waited for.
+
+How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
+(LocalInstaller), or on another host over SSH (fleet mode, remote.py); everything else
+(what is ready, what a failure skips or stops) is the same wherever the host is.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import hashlib
 import logging
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from cq_portage.cq.client import Client, Outcome, Refused
 from cq_portage.cq.wire import State
 from cq_portage.emerge.install import install_script
-from cq_portage.emerge.jobs import BuildJob, build_argv, build_environment, dedupe_key
+from cq_portage.emerge.jobs import BuildJob, entry_key
 from cq_portage.emerge.pending import Pending
 from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
 from cq_portage.emerge.progress import Progress
@@ -28,14 +34,24 @@ POLL_SECONDS = 2
 _PENDING = (State.QUEUED, State.RUNNING)
 
 
-def entry_key(plan: Plan, entry: PlanEntry) -> str:
-    env = build_environment(plan, entry)
-    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand)
-
-
 def wire_key(key: str) -> str:
     """The dedupe key as sent to the server: readable, and short whatever the variables."""
     return f"{key.split(' ', 1)[0]} {hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+class Installer(Protocol):
+    def __call__(self, script: str, log_file: Path) -> tuple[int, str]:
+        """Run the install script, its output into log_file: (exit status, why it failed
+        when the script could not run at all, else "")."""
+
+
+def run_locally(script: str, log_file: Path) -> tuple[int, str]:
+    """The installer of this host: `sh SCRIPT`, the script kept next to its log."""
+    path = log_file.with_suffix(".sh")
+    path.write_text(script)
+    with open(log_file, "wb") as out:
+        return subprocess.run(["sh", str(path)], stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT).returncode, ""
 
 
 @dataclass
@@ -72,12 +88,13 @@ class Summary:
 class Update:
     client: Client
     jobs: list[BuildJob]
-    pending: Pending
+    pending: Pending | None  # None: nothing kept (fleet mode keeps the builds' on its own)
     progress: Progress
     plan: Plan | None = None  # the group to install; None: build only
     log_dir: Path = Path("/var/log/cq-portage")
     ids: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # why installing stopped
+    installer: Installer = run_locally
 
     def __post_init__(self) -> None:
         if self.plan is not None:
@@ -92,6 +109,7 @@ class Update:
 
     def submit(self) -> None:
         """Queue every build, or reuse this host's earlier submission of it."""
+        assert self.pending is not None
         for job in self.jobs:
             known = self.pending.jobs.get(job.key)
             if known is not None and self._reusable(known):
@@ -107,6 +125,15 @@ class Update:
             self.pending.jobs[job.key] = submitted.job_id
             self.pending.save()  # before waiting: a client that goes away keeps its jobs
             self.summary.submitted += 1
+        self._show_submitted()
+
+    def adopt(self, ids: Mapping[str, int]) -> None:
+        """Take the job ids of builds submitted by someone else (fleet mode submits once
+        for every host)."""
+        self.ids.update({job.key: ids[job.key] for job in self.jobs})
+        self._show_submitted()
+
+    def _show_submitted(self) -> None:
         for item in self.items:
             if item.key is not None:
                 item.job_id = self.ids[item.key]
@@ -124,17 +151,23 @@ class Update:
     # -- waiting and installing ----------------------------------------------------------
 
     def wait_and_install(self) -> Summary:
-        self._install_ready()
+        self.install_ready()
         for job_id in sorted(set(self.ids.values())):
-            outcome = self.client.wait(job_id, self._refresh, poll=POLL_SECONDS)
-            self._ended(job_id, outcome)
-            self._install_ready()
+            outcome = self.client.wait(job_id, self.refresh, poll=POLL_SECONDS)
+            self.job_ended(job_id, outcome)
+            self.install_ready()
+        return self.finish()
+
+    def finish(self) -> Summary:
+        """Every job has ended: what is left uninstalled is skipped, and why."""
         for item in self.items:
             if item.state in ("binary", "built") and self.plan is not None:
                 self._show(item, "skipped", self.stopped or "not installed")
+            elif item.state in ("waiting", "queued", "building"):  # its build never ended
+                self._show(item, "skipped", self.stopped or "(its build was not waited for)")
         return self.summary
 
-    def _refresh(self, _rep) -> None:
+    def refresh(self, _rep=None) -> None:
         active = {j.id: j for j in self.client.list() if j.state in _PENDING}
         for item in self.items:
             info = active.get(item.job_id)
@@ -145,11 +178,12 @@ class Update:
             else:
                 self._show(item, "queued", f"(job {info.id}, position {info.position})")
 
-    def _ended(self, job_id: int, outcome: Outcome) -> None:
+    def job_ended(self, job_id: int, outcome: Outcome) -> None:
         for item in self.items:
             if item.job_id != job_id:
                 continue
-            self.pending.forget([item.key])  # ended: nothing left to wait for
+            if self.pending is not None:
+                self.pending.forget([item.key])  # ended: nothing left to wait for
             if outcome.ok:
                 self._show(item, "built")
             else:
@@ -157,9 +191,10 @@ class Update:
                 self._show(item, "failed", f"(job {job_id}: {why}; build log: "
                                            f"cq-client -h {self.client.address.split(':')[0]} "
                                            f"--log {job_id})")
-        self.pending.save()
+        if self.pending is not None:
+            self.pending.save()
 
-    def _install_ready(self) -> None:
+    def install_ready(self) -> None:
         if self.plan is None or self.stopped:
             return
         done = {i.cpv for i in self.items if i.state == "installed"}
@@ -184,20 +219,19 @@ class Update:
             self._show(item, "installing")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        script = self.log_dir / f"install-{self.plan.group.name}-{stamp}-{batch[0].job_id or 0}.sh"
-        script.write_text(install_script(self.plan, [i.entry for i in batch]))
-        logfile = script.with_suffix(".log")
+        logfile = self.log_dir / (f"install-{self.plan.group.name}-{stamp}-"
+                                  f"{batch[0].job_id or 0}.log")
         self.summary.install_logs.append(str(logfile))
-        with open(logfile, "wb") as out:
-            status = subprocess.run(["sh", str(script)], stdin=subprocess.DEVNULL, stdout=out,
-                              stderr=subprocess.STDOUT).returncode
+        status, error = self.installer(install_script(self.plan, [i.entry for i in batch]),
+                                       logfile)
         if status == 0:
             for item in batch:
                 self._show(item, "installed")
             return
+        why = error or f"exit status {status}"
         self.stopped = f"(install of the group stopped: see {logfile})"
         for item in batch:
-            self._show(item, "failed", f"(install failed, exit status {status}: {logfile})")
+            self._show(item, "failed", f"(install failed, {why}: {logfile})")
 
     def _show(self, item: Item, state: str, detail: str = "") -> None:
         item.state, item.detail = state, detail
