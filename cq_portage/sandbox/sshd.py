@@ -1,4 +1,10 @@
-"""A throwaway sshd on 127.0.0.1: its own host key, client key, authorized_keys and port."""
+"""A throwaway sshd on 127.0.0.1: its own host key, client key, authorized_keys and port.
+
+Several of them can stand for the hosts of a site: `client_key_file` makes them accept one
+shared client key (an admin host's), and `set_env` gives every session there variables
+(sshd_config SetEnv), e.g. a Prefix.env() so that the login's cq-emerge and emerge work on
+that host's own sandbox prefix.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import getpass
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +26,13 @@ def _keygen(path: Path, comment: str) -> None:
     if not path.exists():  # kept across restarts: a restarted host keeps its host key
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
                         "-f", str(path)], check=True, capture_output=True)
+
+
+def _set_env_word(name: str, value: str) -> str:
+    """NAME=value as one sshd_config word (double quotes; sshd has no escapes in them)."""
+    if not name.isidentifier() or any(c in value for c in '"\\\n'):
+        raise ValueError(f"cannot pass {name}={value!r} through sshd_config SetEnv")
+    return f'"{name}={value}"'
 
 
 def _children(pid: int) -> list[int]:
@@ -56,6 +70,10 @@ class Sshd:
     port: int = field(default_factory=free_port)
     user: str = field(default_factory=getpass.getuser)
     process: subprocess.Popen | None = field(default=None, repr=False)
+    # Every session's environment on top of sshd's own (PATH included: SetEnv comes last).
+    set_env: Mapping[str, str] = field(default_factory=dict)
+    # The client key to accept, shared with other Sshd (made when missing); default: own.
+    client_key_file: Path | None = None
 
     @property
     def host_key(self) -> Path:
@@ -63,7 +81,7 @@ class Sshd:
 
     @property
     def client_key(self) -> Path:
-        return self.folder / "client_key"
+        return Path(self.client_key_file) if self.client_key_file else self.folder / "client_key"
 
     @property
     def authorized_keys(self) -> Path:
@@ -117,7 +135,12 @@ PrintLastLog no
 MaxStartups 100
 MaxSessions 50
 LogLevel VERBOSE
-""")
+""" + self._set_env_line())
+
+    def _set_env_line(self) -> str:
+        # One line: sshd keeps the first value of a keyword, so a second SetEnv is ignored.
+        words = [_set_env_word(k, v) for k, v in self.set_env.items()]
+        return f"SetEnv {' '.join(words)}\n" if words else ""
 
     def start(self, timeout: float = 10.0) -> "Sshd":
         self._write_files()
