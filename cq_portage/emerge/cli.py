@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, ConfigError, config_path,
-                                        load_config)
+from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
+                                        GroupProfile, config_path, load_config)
 from cq_portage.emerge.pretend import Output, run_pretend
 
 EXIT_USAGE = 2
@@ -33,6 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plan for this group; repeat for several")
     which.add_argument("--all-groups", action="store_true",
                        help="plan for every group of the config file")
+    where = parser.add_argument_group(
+        "where", "A group may list its hosts (groups: {NAME: {hosts: [ssh://...]}}). Named "
+        "with --group (or --all-groups) on a host that is not itself in the group (not in "
+        "host: {groups: [...]}), such a group is updated in fleet mode: each host's plan "
+        "comes from cq-emerge run there over SSH, the builds of every host are submitted "
+        "once, and each build is installed over SSH on every host that needs it.")
+    mode = where.add_mutually_exclusive_group()
+    mode.add_argument("--fleet", action="store_true",
+                      help="update the groups' hosts over SSH (fleet mode), whatever this "
+                      "host is")
+    mode.add_argument("--local", action="store_true",
+                      help="update (or, for several groups, build for) this host only, even "
+                      "for groups that list hosts")
     parser.add_argument("--pretend", "-p", action="store_true",
                         help="show the plans and build jobs; submit nothing")
     parser.add_argument("--ask", "-a", action="store_true",
@@ -85,11 +98,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     output = Output(json=args.json, verbose=args.verbose, quiet=args.quiet,
                     colour=_colour(args.color), jobs=args.jobs)
+    fleet = fleet_mode(config, groups, args)
+    if isinstance(fleet, str):
+        parser.print_usage(sys.stderr)
+        print(f"cq-emerge: error: {fleet}", file=sys.stderr)
+        return EXIT_USAGE
+    if fleet:
+        from cq_portage.emerge.fleet import run_fleet
+
+        return run_fleet(config, groups, output, pretend=args.pretend, ask=args.ask)
     if args.pretend:
         return run_pretend(groups, output)
     from cq_portage.emerge.submit import run_update
 
     return run_update(config, groups, output, ask=args.ask, detach=args.detach)
+
+
+def fleet_mode(config: Config, groups: list[GroupProfile], args: argparse.Namespace
+               ) -> bool | str:
+    """Whether to update the groups' hosts over SSH, or why that cannot be done. A host
+    that is in the group itself updates itself (a bare cq-emerge always does): fleet mode
+    is for an admin host naming groups that list hosts, or for --fleet."""
+    hostless = [g.name for g in groups if not g.hosts]
+    if args.fleet:
+        if hostless:
+            return (f"--fleet: group {hostless[0]} lists no hosts (add hosts: "
+                    f"[ssh://root@HOST, ...] to it in {config.path})")
+    elif (args.local or hostless or not (args.group or args.all_groups)
+          or any(g.name in config.host.groups for g in groups)):
+        return False
+    if args.detach:
+        return "--detach is for updating this host; fleet mode waits for every host"
+    return True
 
 
 def usage_problem(args: argparse.Namespace) -> str | None:

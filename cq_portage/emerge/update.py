@@ -64,10 +64,29 @@ class Item:
     state: str = "waiting"
     detail: str = ""
     job_id: int | None = None
+    cpv_: str | None = None  # a build's cpv, when its name says more (see _build_names)
 
     @property
     def cpv(self) -> str:
-        return self.entry.cpv if self.entry else self.name
+        return self.entry.cpv if self.entry else self.cpv_ or self.name
+
+
+def _build_names(jobs: list[BuildJob]) -> list[str]:
+    """Progress names of builds: the cpv, with the USE when several instances of one
+    version are built (progress lines are keyed by name), numbered if still ambiguous."""
+    per_cpv: dict[str, int] = {}
+    for job in jobs:
+        per_cpv[job.cpv] = per_cpv.get(job.cpv, 0) + 1
+    names: list[str] = []
+    for job in jobs:
+        name = job.cpv
+        if per_cpv[job.cpv] > 1:
+            name += f" [{' '.join(job.use) or '-'}]"
+        base, number = name, 2
+        while name in names:  # same USE, other variables (CFLAGS, ...)
+            name, number = f"{base} #{number}", number + 1
+        names.append(name)
+    return names
 
 
 @dataclass
@@ -102,7 +121,8 @@ class Update:
                                "binary" if e.action == BINARY else "waiting")
                           for e in self.plan.entries]
         else:
-            self.items = [Item(j.cpv, j.key, None) for j in self.jobs]
+            self.items = [Item(name, j.key, None, cpv_=j.cpv)
+                          for name, j in zip(_build_names(self.jobs), self.jobs)]
         self.summary = Summary(self.plan.group.name if self.plan else None, self.items)
 
     # -- submitting ---------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""Fleet mode: update every host of a group from an admin host, over SSH.
+
+1. Plans: each host's own `cq-emerge --local --pretend --json -g GROUP`, hosts in parallel
+   (remote.py). A host that cannot be reached or planned is reported and left out.
+2. Builds: the jobs of every plan, deduplicated by key (jobs.build_jobs), submitted once
+   with the admin host's MUNGE credential; kept in the admin's pending state like a local
+   run's, so an interrupted fleet run picks its builds up again.
+3. Installs: one update.Update per host, fed the outcome of each build as it ends; it
+   installs on its host over SSH what is ready there (hosts in parallel, each host
+   serially), skips dependants of failed builds, and stops only that host when an install
+   fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from cq_portage.cq.auth import AuthError, Munge
+from cq_portage.cq.client import Client, ClientError, Outcome
+from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
+                                            say_nothing_to_merge)
+from cq_portage.emerge.jobs import BuildJob, build_jobs
+from cq_portage.emerge.pending import Busy, Pending
+from cq_portage.emerge.plan import Plan
+from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
+from cq_portage.emerge.profiles import Config, GroupProfile
+from cq_portage.emerge.progress import Progress
+from cq_portage.emerge.remote import RemoteError, RemoteHost
+from cq_portage.emerge.update import POLL_SECONDS, Summary, Update
+
+log = logging.getLogger(__name__)
+EXIT_USAGE, EXIT_NO = 2, 130
+STATE_DIR = "var/lib/cq-portage"
+_MAX_THREADS = 32  # plans fetched at once
+
+
+@dataclass
+class HostRun:
+    """One host through the run: its plan, or why there is none; its update."""
+
+    remote: RemoteHost
+    plan: Plan | None = None
+    error: str | None = None  # unreachable, plan failed, ...: one line
+    report: str = ""  # Portage's explanation of a failed plan
+    update: Update | None = None
+    events: queue.Queue = field(default_factory=queue.Queue)
+
+    @property
+    def label(self) -> str:
+        return self.remote.label
+
+    @property
+    def group(self) -> str:
+        return self.remote.group
+
+    @property
+    def summary(self) -> Summary | None:
+        return self.update.summary if self.update else None
+
+    @property
+    def ok(self) -> bool:
+        if self.error is not None or self.plan is None:
+            return False
+        return self.update is None or self.update.summary.ok
+
+
+class Labelled:
+    """A Progress shared by threads, each line named after its host (or "build")."""
+
+    def __init__(self, progress: Progress, label: str, lock: threading.Lock):
+        self.progress, self.label, self.lock = progress, label, lock
+
+    def set(self, name: str, state: str, detail: str = "") -> None:
+        with self.lock:
+            self.progress.set(f"{self.label}: {name}", state, detail)
+
+
+def ssh_files_problem(config: Config) -> str | None:
+    """The SSH key and known_hosts must be readable before any host is tried."""
+    for what, path in (("key_file", config.ssh.key_file),
+                       ("known_hosts", config.ssh.known_hosts)):
+        if not os.access(path, os.R_OK):
+            return (f"{config.path}: ssh.{what} {path} cannot be read (fleet mode reaches "
+                    f"the group's hosts with it; set ssh: {{{what}: FILE}})")
+    return None
+
+
+def fetch_plans(runs: list[HostRun]) -> None:
+    def fetch(run: HostRun) -> None:
+        try:
+            run.plan = run.remote.plan()
+        except RemoteError as e:
+            run.error, run.report = str(e), e.report
+        except Exception as e:  # noqa: BLE001 - one host's surprise must not stop the rest
+            log.debug("planning on %s", run.label, exc_info=True)
+            run.error = f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(min(len(runs), _MAX_THREADS)) as pool:
+        list(pool.map(fetch, runs))
+
+
+def needed_by(runs: list[HostRun], jobs: list[BuildJob]) -> dict[str, list[str]]:
+    """Dedupe key -> the hosts whose plan needs that build."""
+    hosts: dict[str, list[str]] = {job.key: [] for job in jobs}
+    for run in runs:
+        if run.plan is not None:
+            for job in build_jobs([run.plan]):
+                hosts[job.key].append(run.label)
+    return hosts
+
+
+def run_fleet(config: Config, groups: list[GroupProfile], output: Output, *,
+              pretend: bool = False, ask: bool = False, stdout: TextIO = sys.stdout,
+              stderr: TextIO = sys.stderr) -> int:
+    problem = ssh_files_problem(config)
+    if problem:
+        stderr.write(f"cq-emerge: {problem}\n")
+        return EXIT_USAGE
+    runs = [HostRun(RemoteHost(target, group.name, config.ssh))
+            for group in groups for target in group.hosts]
+    try:
+        fetch_plans(runs)
+        for run in runs:
+            if run.error:
+                stderr.write(f"!!! cq-emerge: host {run.label} (group {run.group}): "
+                             f"{run.error}\n" + (f"{run.report}\n" if run.report else ""))
+        planned = [run for run in runs if run.plan is not None]
+        jobs = build_jobs([run.plan for run in planned])
+        hosts_of = needed_by(runs, jobs)
+        if pretend:
+            if output.json:
+                print_pretend_json(runs, jobs, hosts_of, stdout)
+            else:
+                print_plans(runs, jobs, hosts_of, output, stdout)
+            return EXIT_OK if all(run.error is None for run in runs) else EXIT_FAILURE
+        if not any(run.plan.entries for run in planned):
+            say_nothing_to_merge(runs, output, stdout)
+            report(runs, None, None, output, stdout, stderr)
+            return EXIT_OK if all(run.ok for run in runs) else EXIT_FAILURE
+        if not output.quiet and not output.json:
+            print_plans(runs, jobs, hosts_of, output, stdout)
+        if ask and not _confirm(jobs, planned, output.colour):
+            stdout.write("\nQuitting.\n\n")
+            return EXIT_NO
+        return _update(config, groups, runs, planned, jobs, output, stdout, stderr)
+    finally:
+        for run in runs:
+            run.remote.close()
+
+
+def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
+            planned: list[HostRun], jobs: list[BuildJob], output: Output, stdout: TextIO,
+            stderr: TextIO) -> int:
+    state_dir = Path(os.environ.get("PORTAGE_OVERRIDE_EPREFIX") or "/") / STATE_DIR
+    server = config.server
+    client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
+    progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
+                        output.colour)
+    lock = threading.Lock()
+    lock_name = "fleet-" + "+".join(g.name for g in groups)
+    builder: Update | None = None
+    fatal: str | None = None
+    try:
+        with Pending.open(state_dir, lock_name) as pending:
+            builder = Update(client, jobs, pending, Labelled(progress, "build", lock),
+                             log_dir=state_dir / "logs")
+            builder.submit()
+            for run in planned:
+                run.update = Update(client, build_jobs([run.plan]), None,
+                                    Labelled(progress, run.label, lock), run.plan,
+                                    state_dir / "logs" / "fleet" / _safe(run.label),
+                                    installer=run.remote.install)
+                run.update.adopt(builder.ids)
+            fatal = _wait_and_install(client, builder, planned)
+    except Busy as e:
+        stderr.write(f"cq-emerge: {e}\n")
+        return EXIT_FAILURE
+    except (ClientError, AuthError, RuntimeError) as e:
+        stderr.write(f"cq-emerge: {e}\n")
+        return EXIT_FAILURE
+    finally:
+        client.close()
+    if fatal:
+        stderr.write(f"cq-emerge: {fatal}\n")
+    report(runs, builder.summary, needed_by(runs, jobs), output, stdout, stderr)
+    ok = fatal is None and builder.summary.ok and all(run.ok for run in runs)
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -> str | None:
+    """Wait for the builds in id order (the queue runs them so) and hand each outcome to
+    the hosts that need it; every host installs in its own thread. Returns why waiting
+    stopped early (the server went away), or None."""
+    workers = [threading.Thread(target=_host_worker, args=(run,), name=f"host {run.label}",
+                                daemon=True) for run in planned]
+    for worker in workers:
+        worker.start()
+    fatal = None
+    try:
+        for job_id in sorted(set(builder.ids.values())):
+            outcome = client.wait(job_id, builder.refresh, poll=POLL_SECONDS)
+            builder.job_ended(job_id, outcome)
+            for run in planned:
+                if job_id in run.update.ids.values():
+                    run.events.put((job_id, outcome))
+    except (ClientError, AuthError) as e:
+        fatal = f"stopped waiting for the builds: {e}"
+    finally:
+        for run in planned:
+            run.events.put(None)
+        for worker in workers:
+            worker.join()
+    return fatal
+
+
+def _host_worker(run: HostRun) -> None:
+    """Install on one host, serially, whatever each ended build makes ready there."""
+    update = run.update
+    ended: Callable[[int, Outcome], None] = update.job_ended
+    try:
+        update.install_ready()  # binary packages need no build
+        while (event := run.events.get()) is not None:
+            ended(*event)
+            update.install_ready()
+    except Exception as e:  # noqa: BLE001 - reported for this host; the others go on
+        log.debug("installing on %s", run.label, exc_info=True)
+        run.error = f"{type(e).__name__}: {e}"
+        while run.events.get() is not None:
+            pass
+    update.finish()
+
+
+def _confirm(jobs: list[BuildJob], planned: list[HostRun], colour: bool) -> bool:
+    import portage.output
+    from _emerge.UserQuery import UserQuery
+
+    if not colour:
+        portage.output.nocolor()
+
+    installs = sum(len(run.plan.entries) for run in planned)
+    hosts = sum(1 for run in planned if run.plan.entries)
+    what = [f"submit {len(jobs)} build{'s' * (len(jobs) != 1)}"] if jobs else []
+    if installs:
+        what.append(f"install {installs} package{'s' * (installs != 1)} on {hosts} "
+                    f"host{'s' * (hosts != 1)}")
+    try:
+        return UserQuery({"--ask": True}).query(
+            f"Would you like to {' and '.join(what)}?", False) == "Yes"
+    except (EOFError, KeyboardInterrupt):
+        return False
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)

@@ -1,0 +1,164 @@
+"""Fleet mode end to end: an admin host updates the hosts of groups over SSH. Every host is
+a real sshd on 127.0.0.1 (own host key, port) serving its own sandbox prefix; builds go to a
+real cq-server (real munged, real emerge in the build prefix); hosts install with real
+emerge --usepkgonly, run there over SSH."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from fleet_helpers import Fleet, make_fleet
+from site_helpers import make_site
+
+from cq_portage.emerge.remote import split_json
+from cq_portage.sandbox.repository import Ebuild
+
+EBUILDS = [
+    Ebuild("fleet-libs/core-1", iuse=("ssl",)),
+    Ebuild("fleet-apps/alpha-1", rdepend="fleet-libs/core"),
+    Ebuild("fleet-apps/beta-1", rdepend="fleet-libs/core"),
+    Ebuild("fleet-apps/gamma-1"),
+    Ebuild("fleet-apps/delta-1"),
+    Ebuild("fleet-apps/broken-1", dies=True),
+    Ebuild("fleet-apps/needs-broken-1", rdepend="fleet-apps/broken"),
+]
+# Each host: its world; overlapping needs across hosts and across groups.
+WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
+          "h2": ("fleet-apps/beta", "fleet-apps/gamma"),
+          "h3": ("fleet-apps/alpha", "fleet-apps/gamma"),
+          "h4": ("fleet-apps/delta", "fleet-apps/needs-broken"),
+          "down": ("fleet-apps/delta",),
+          "stranger": ("fleet-apps/delta",)}
+# What each of the first three must end with: cpv -> enabled USE.
+EXPECTED = {
+    "h1": {"fleet-libs/core-1": {"ssl"}, "fleet-apps/alpha-1": set(),
+           "fleet-apps/beta-1": set()},
+    "h2": {"fleet-libs/core-1": {"ssl"}, "fleet-apps/beta-1": set(),
+           "fleet-apps/gamma-1": set()},
+    "h3": {"fleet-libs/core-1": set(), "fleet-apps/alpha-1": set(),
+           "fleet-apps/gamma-1": set()},
+}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, munged):
+    root = tmp_path_factory.mktemp("fleet")
+    site = make_site(root, munged)
+    site.sandbox.repository.add(*EBUILDS)
+    fleet = make_fleet(site, root / "fleet")
+    for name, world in WORLDS.items():
+        fleet.add_host(name, *world, known=name != "stranger")
+    fleet.write_config({
+        "fweb": {"use": "ssl", "hosts": ["h1", "h2"]},
+        "fdb": {"use": "-ssl", "hosts": ["h3"]},
+        "fother": {"hosts": ["h4", "down", "stranger"]},
+    })
+    fleet.hosts["down"].sshd.stop()  # a host that is off
+    yield fleet
+    fleet.stop()
+    site.server.stop()
+
+
+def fleet_builds(fleet: Fleet) -> Counter:
+    return Counter(a for a in fleet.site.jobs_run() if a.startswith("=fleet-"))
+
+
+def test_pretend_shows_each_hosts_plan_and_the_union_of_jobs_and_submits_nothing(fleet):
+    done = fleet.cq_emerge("--group", "fweb", "--group", "fdb", "--pretend")
+    assert done.returncode == 0, done.stdout + done.stderr
+    h1, h2, h3 = (fleet.hosts[n].label for n in ("h1", "h2", "h3"))
+    out = done.stdout
+    for label, group in ((h1, "fweb"), (h2, "fweb"), (h3, "fdb")):
+        assert f"These are the packages host {label} (group {group}) would merge" in out
+    assert "Build jobs (5, duplicates merged)" in out
+    assert f"[build] fleet-apps/beta-1::cqtest  for {h1}, {h2}" in out
+    assert f"[build] fleet-apps/alpha-1::cqtest  for {h1}, {h3}" in out  # across groups
+    assert out.count("[build] fleet-libs/core-1::cqtest") == 2  # two instances: ssl, -ssl
+    code, doc = fleet.cq_emerge_json("--group", "fweb", "--group", "fdb", "--pretend")
+    assert code == 0
+    assert [(h["host"], h["group"], h["ok"]) for h in doc["hosts"]] == [
+        (h1, "fweb", True), (h2, "fweb", True), (h3, "fdb", True)]
+    plan = {p["cpv"]: p for p in doc["hosts"][0]["plan"]["packages"]}
+    assert plan["fleet-apps/alpha-1"]["depends"] == ["fleet-libs/core-1"]
+    assert sorted(len(job["hosts"]) for job in doc["jobs"]) == [1, 2, 2, 2, 2]
+    assert fleet_builds(fleet) == Counter()  # nothing submitted
+    assert all(fleet.hosts[n].prefix.installed() == {} for n in ("h1", "h2", "h3"))
+
+
+def test_ask_no_submits_nothing(fleet):
+    done = fleet.cq_emerge("--group", "fweb", "--ask", input="no\n")
+    assert done.returncode == 130 and "Quitting." in done.stdout
+    assert "Would you like to submit 4 builds and install 6 packages on 2 hosts?" \
+        in done.stdout
+    assert fleet_builds(fleet) == Counter()
+
+
+def test_fleet_update_builds_each_instance_once_and_installs_every_host(fleet):
+    code, summary = fleet.cq_emerge_json("--group", "fweb", "--group", "fdb")
+    assert code == 0, summary
+    assert summary["ok"] and summary["builds"]["submitted"] == 5
+    # One build per unique instance, however many hosts needed it.
+    assert fleet_builds(fleet) == Counter({"=fleet-libs/core-1::cqtest": 2,
+                                           "=fleet-apps/alpha-1::cqtest": 1,
+                                           "=fleet-apps/beta-1::cqtest": 1,
+                                           "=fleet-apps/gamma-1::cqtest": 1})
+    instances = Counter((i.cpv, i.use) for i in fleet.site.sandbox.binary_instances()
+                        if i.cpv.startswith("fleet-"))
+    assert set(instances.values()) == {1} and len(instances) == 5
+    for name, expected in EXPECTED.items():
+        installed = {cpv: set(p.use) for cpv, p in fleet.hosts[name].prefix.installed().items()}
+        assert installed == expected, name
+    hosts = {h["host"]: h for h in summary["hosts"]}
+    h1 = hosts[fleet.hosts["h1"].label]
+    assert h1["ok"] and {p["state"] for p in h1["packages"]} == {"installed"}
+    assert h1["install_logs"] and all(log.endswith(".log") for log in h1["install_logs"])
+    jobs = {j["cpv"]: j for j in summary["builds"]["jobs"] if j["cpv"] != "fleet-libs/core-1"}
+    assert sorted(jobs["fleet-apps/beta-1"]["hosts"]) == sorted(
+        [fleet.hosts["h1"].label, fleet.hosts["h2"].label])
+
+
+def test_second_fleet_run_has_nothing_to_merge(fleet):
+    before = fleet_builds(fleet)
+    done = fleet.cq_emerge("--group", "fweb", "--group", "fdb")
+    assert done.returncode == 0, done.stderr
+    for name in ("h1", "h2", "h3"):
+        assert f"Nothing to merge: host {fleet.hosts[name].label}" in done.stdout
+    assert ">>> 3 of 3 host(s) fully updated" in done.stdout
+    assert fleet_builds(fleet) == before
+
+
+def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
+    h4, down, stranger = (fleet.hosts[n] for n in ("h4", "down", "stranger"))
+    done = fleet.cq_emerge("--group", "fother")
+    assert done.returncode == 1
+    errors = done.stderr.splitlines()
+    assert any(e.startswith(f"!!! cq-emerge: host {down.label} (group fother): cannot reach "
+                            f"{down.label} over SSH") for e in errors), done.stderr
+    key = [e for e in errors if e.startswith(f"!!! cq-emerge: host {stranger.label}")]
+    assert key and f"host key of {stranger.label} is not in {fleet.known_hosts}" in key[0]
+    # The reachable host went ahead: a failed build skips its dependant, not the rest.
+    installed = h4.prefix.installed()
+    assert "fleet-apps/delta-1" in installed and "fleet-apps/needs-broken-1" not in installed
+    assert any(e.startswith(f"!!! {h4.label}: fleet-apps/broken-1: failed (job ")
+               for e in errors)
+    assert any(e.startswith(f"!!! {h4.label}: fleet-apps/needs-broken-1: skipped "
+                            "(needs fleet-apps/broken-1)") for e in errors)
+    assert f">>> host {down.label} (group fother): not updated: cannot reach" in done.stdout
+    assert ">>> 0 of 3 host(s) fully updated" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert down.prefix.installed() == {} and stranger.prefix.installed() == {}
+    # The summary for scripts says the same.
+    code, summary = fleet.cq_emerge_json("--group", "fother")
+    assert code == 1 and not summary["ok"]
+    hosts = {h["host"]: h for h in summary["hosts"]}
+    assert "cannot reach" in hosts[down.label]["error"]
+    assert "host key" in hosts[stranger.label]["error"]
+    assert hosts[h4.label]["error"] is None and not hosts[h4.label]["ok"]
+
+
+def test_json_found_among_messages():
+    text = 'cq-emerge: a warning\n{\n  "plans": [{"a": "{"}]\n}\nlater words\n'
+    assert split_json(text) == ({"plans": [{"a": "{"}]}, "cq-emerge: a warning\n\nlater words\n")
+    assert split_json("no json here\n") == (None, "no json here\n")
