@@ -15,6 +15,7 @@ from ..yamlfile import ConfigError
 from . import logsetup
 from .auth import AuthError, Munge
 from .config import DEFAULT_STATE_DIR, ServerConfig, load_config
+from .remote import HostDown, RemoteExecutor
 from .server import Server
 from .wire import DEFAULT_HOST, DEFAULT_PORT
 
@@ -36,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--munge-socket", help="munged's socket (default: libmunge's default)")
     p.add_argument("--check-config", action="store_true",
                    help="check the configuration and the command line, then exit")
+    p.add_argument("--check-hosts", action="store_true",
+                   help="check the configuration, then whether every build host answers "
+                        "(exit 1 if one does not)")
     p.add_argument("--daemon", action="store_true",
                    help="detach from the terminal (logs go to --log-file, else syslog)")
     p.add_argument("--pid-file", type=Path, help="write the server's pid here")
@@ -70,6 +74,26 @@ def preflight(config: ServerConfig) -> None:
                                    f"{e.strerror}") from None
 
 
+def check_hosts(config: ServerConfig) -> int:
+    """A line per build host: does it answer (connection, host key, login, a command)?"""
+    down = 0
+    for host in config.hosts:
+        labels = f" [{' '.join(sorted(host.labels))}]" if host.labels else ""
+        if host.ssh is None:
+            print(f"  {host.name}{labels}: this machine")
+            continue
+        executor = RemoteExecutor(host, config.ssh)
+        try:
+            executor.check()
+            print(f"  {host.name}{labels}: {host.url} answers")
+        except HostDown as e:
+            print(f"  {host.name}{labels}: {host.url} DOWN: {e}")
+            down += 1
+        finally:
+            executor.close()
+    return 1 if down else 0
+
+
 def pid_lock(path: Path):
     from daemon.pidfile import TimeoutPIDLockFile
 
@@ -90,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     try:
         config = configure(args)
-        if args.check_config:
+        if args.check_config or args.check_hosts:
             print(f"cq-server: configuration OK ({args.config or 'built-in defaults'})")
-            return 0
+            return check_hosts(config) if args.check_hosts else 0
         lock = pid_lock(args.pid_file) if args.pid_file and args.daemon else None
         preflight(config)
         if args.daemon:

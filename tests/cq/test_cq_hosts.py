@@ -4,6 +4,8 @@ each a host of its own (own host key, client key, port)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -250,6 +252,25 @@ def test_stopping_the_server_ends_a_remote_job_and_records_it(make_server, sshds
     with server.client() as client:
         outcome = client.wait(job_id)
         assert outcome.state == "interrupted" and "not re-run" in outcome.error
+
+
+def test_check_hosts_says_which_build_hosts_answer(sshds, tmp_path):
+    good, gone = sshds("good"), sshds("gone")
+    gone.stop()
+    config = tmp_path / "cq-server.yaml"
+    config.write_text(json.dumps({"build_hosts": {
+        "here": {"labels": ["amd64"]}, "good": ssh_host(good), "gone": ssh_host(gone)},
+        "ssh": FAST_SSH}))
+    done = subprocess.run([sys.executable, "-m", "cq_portage.cq.server_cli", "--config",
+                           str(config), "--check-hosts"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1:] == [
+        "  here [amd64]: this machine",
+        f"  good: {good.url} answers",
+        f"  gone: {gone.url} DOWN: cannot reach 127.0.0.1:{gone.port} over SSH: "
+        f"Unable to connect to port {gone.port} on 127.0.0.1"]
 
 
 # -- the configuration ---------------------------------------------------------------------
