@@ -205,8 +205,8 @@ def show_list(client: Client, as_json: bool) -> int:
     if len(hosts) > 1 or any(h.state == HOST_DOWN for h in hosts):
         print(f"{'HOST':<12} {'STATE':<14} {'LABELS':<16} URL")
         for h in hosts:
-            state = ("down" if h.state == HOST_DOWN else f"job {h.job_id}" if h.job_id
-                     else "idle") + f" {_age(h.since)}"
+            state = (f"down {_age(h.since)}" if h.state == HOST_DOWN
+                     else f"job {h.job_id}" if h.job_id else "idle")
             print(f"{h.name:<12} {state:<14} {' '.join(h.labels) or '-':<16} {h.url}"
                   + (f"  ({h.error})" if h.error else ""))
         print()
