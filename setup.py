@@ -20,7 +20,7 @@ setup(
         "pymunge>=0.1.3",
         "pyyaml>=6",
         "python-daemon>=3",
-        "paramiko>=3",
+        "paramiko>=3.2",  # PKey.from_path and .fingerprint
         "portage>=3.0.60",
     ],
     extras_require={

@@ -30,7 +30,7 @@ RESTRICT="test"
 
 # Keep in step with install_requires in setup.py (tests/packaging checks it).
 RDEPEND="
-	>=dev-python/paramiko-3[${PYTHON_USEDEP}]
+	>=dev-python/paramiko-3.2[${PYTHON_USEDEP}]
 	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/pymunge-0.1.3[${PYTHON_USEDEP}]
