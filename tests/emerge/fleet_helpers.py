@@ -83,6 +83,12 @@ class Fleet:
                                str(self.config), *args], env=self.admin.env(), text=True,
                               capture_output=True, timeout=timeout, **kw)
 
+    def cq_emerge_on(self, host: Host, *args: str, timeout: float = 600):
+        """cq-emerge run on the host itself (no SSH), as the host would run it."""
+        return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                               str(self.config), *args], env=host.prefix.env(), text=True,
+                              capture_output=True, timeout=timeout)
+
     def cq_emerge_json(self, *args: str) -> tuple[int, dict]:
         done = self.cq_emerge(*args, "--json")
         try:
