@@ -5,8 +5,8 @@ emerge --usepkgonly, run there over SSH."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from fleet_helpers import Fleet, make_fleet
@@ -23,12 +23,14 @@ EBUILDS = [
     Ebuild("fleet-apps/delta-1"),
     Ebuild("fleet-apps/broken-1", dies=True),
     Ebuild("fleet-apps/needs-broken-1", rdepend="fleet-apps/broken"),
+    Ebuild("fleet-apps/noinst-1", dies_on_merge=True),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h2": ("fleet-apps/beta", "fleet-apps/gamma"),
           "h3": ("fleet-apps/alpha", "fleet-apps/gamma"),
           "h4": ("fleet-apps/delta", "fleet-apps/needs-broken"),
+          "h5": ("fleet-apps/noinst",),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -53,7 +55,7 @@ def fleet(tmp_path_factory, munged):
     fleet.write_config({
         "fweb": {"use": "ssl", "hosts": ["h1", "h2"]},
         "fdb": {"use": "-ssl", "hosts": ["h3"]},
-        "fother": {"hosts": ["h4", "down", "stranger"]},
+        "fother": {"hosts": ["h4", "h5", "down", "stranger"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -130,7 +132,7 @@ def test_second_fleet_run_has_nothing_to_merge(fleet):
 
 
 def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
-    h4, down, stranger = (fleet.hosts[n] for n in ("h4", "down", "stranger"))
+    h4, h5, down, stranger = (fleet.hosts[n] for n in ("h4", "h5", "down", "stranger"))
     done = fleet.cq_emerge("--group", "fother")
     assert done.returncode == 1
     errors = done.stderr.splitlines()
@@ -145,8 +147,16 @@ def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
                for e in errors)
     assert any(e.startswith(f"!!! {h4.label}: fleet-apps/needs-broken-1: skipped "
                             "(needs fleet-apps/broken-1)") for e in errors)
+    # A failed install stops that host only; its log is kept on the admin host.
+    failed = [e for e in errors if e.startswith(f"!!! {h5.label}: fleet-apps/noinst-1: "
+                                                "failed (install failed, exit status 1: ")]
+    assert failed, done.stderr
+    log_file = Path(failed[0].rsplit(": ", 1)[1].rstrip(")"))
+    assert log_file.is_relative_to(fleet.admin.path)
+    assert "refuses to be installed, on purpose" in log_file.read_text()
+    assert log_file.with_suffix(".sh").read_text().startswith("#!/bin/sh")
     assert f">>> host {down.label} (group fother): not updated: cannot reach" in done.stdout
-    assert ">>> 0 of 3 host(s) fully updated" in done.stdout
+    assert ">>> 0 of 4 host(s) fully updated" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert down.prefix.installed() == {} and stranger.prefix.installed() == {}
     # The summary for scripts says the same.
