@@ -19,14 +19,13 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from cq_portage.cq.auth import AuthError, Munge
-from cq_portage.cq.client import Client, ClientError, Outcome
+from cq_portage.cq.client import Client, ClientError
 from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
@@ -53,6 +52,7 @@ class HostRun:
     error: str | None = None  # unreachable, plan failed, ...: one line
     report: str = ""  # Portage's explanation of a failed plan
     update: Update | None = None
+    # (job id, Outcome) of each build it needs as it ends; None when all have
     events: queue.Queue = field(default_factory=queue.Queue)
 
     @property
@@ -226,11 +226,11 @@ def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -
 def _host_worker(run: HostRun) -> None:
     """Install on one host, serially, whatever each ended build makes ready there."""
     update = run.update
-    ended: Callable[[int, Outcome], None] = update.job_ended
     try:
         update.install_ready()  # binary packages need no build
         while (event := run.events.get()) is not None:
-            ended(*event)
+            job_id, outcome = event
+            update.job_ended(job_id, outcome)
             update.install_ready()
     except Exception as e:  # noqa: BLE001 - reported for this host; the others go on
         log.debug("installing on %s", run.label, exc_info=True)

@@ -24,6 +24,10 @@ from cq_portage.emerge.profiles import SshSettings
 log = logging.getLogger(__name__)
 # Always local there: with a shared config the host would otherwise go fleet itself.
 PLAN_FLAGS = ("--local", "--pretend", "--json")
+# sshd hands the command to the login shell as one argument, which Linux caps at 128 KiB
+# (MAX_ARG_STRLEN); the script travels in it because the channel's stdin is the job's
+# lifeline (cq.ssh), so a longer script is refused here with a clear reason.
+MAX_SCRIPT = 120_000
 
 
 class RemoteError(Exception):
@@ -106,6 +110,11 @@ class RemoteHost:
     def install(self, script: str, log_file: Path) -> tuple[int, str]:
         """Run an install script there (`sh -c SCRIPT`); it is kept next to its log here."""
         log_file.with_suffix(".sh").write_text(script)
+        if len(script.encode()) > MAX_SCRIPT:
+            why = (f"install script of {len(script.encode())} bytes, over {MAX_SCRIPT} for "
+                   "one SSH command")
+            log_file.write_text(f"cq-emerge: {why}\n")
+            return 255, why
         with open(log_file, "wb") as out:
             try:
                 return self.runner.run(["sh", "-c", script, "cq-emerge-install"], {}, out), ""

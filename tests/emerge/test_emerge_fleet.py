@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from fleet_helpers import Fleet, make_fleet
 from site_helpers import make_site
 
@@ -24,6 +25,7 @@ EBUILDS = [
     Ebuild("fleet-apps/broken-1", dies=True),
     Ebuild("fleet-apps/needs-broken-1", rdepend="fleet-apps/broken"),
     Ebuild("fleet-apps/noinst-1", dies_on_merge=True),
+    Ebuild("fleet-apps/unsatisfiable-1", rdepend="fleet-libs/missing"),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
@@ -31,6 +33,7 @@ WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h3": ("fleet-apps/alpha", "fleet-apps/gamma"),
           "h4": ("fleet-apps/delta", "fleet-apps/needs-broken"),
           "h5": ("fleet-apps/noinst",),
+          "h6": ("fleet-apps/unsatisfiable",),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -56,6 +59,7 @@ def fleet(tmp_path_factory, munged):
         "fweb": {"use": "ssl", "hosts": ["h1", "h2"]},
         "fdb": {"use": "-ssl", "hosts": ["h3"]},
         "fother": {"hosts": ["h4", "h5", "down", "stranger"]},
+        "fbad": {"packages": ["fleet-apps/unsatisfiable"], "hosts": ["h6"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -132,14 +136,19 @@ def test_second_fleet_run_has_nothing_to_merge(fleet):
 
 
 def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
-    h4, h5, down, stranger = (fleet.hosts[n] for n in ("h4", "h5", "down", "stranger"))
-    done = fleet.cq_emerge("--group", "fother")
+    h4, h5, h6, down, stranger = (fleet.hosts[n]
+                                  for n in ("h4", "h5", "h6", "down", "stranger"))
+    done = fleet.cq_emerge("--group", "fother", "--group", "fbad")
     assert done.returncode == 1
     errors = done.stderr.splitlines()
     assert any(e.startswith(f"!!! cq-emerge: host {down.label} (group fother): cannot reach "
                             f"{down.label} over SSH") for e in errors), done.stderr
     key = [e for e in errors if e.startswith(f"!!! cq-emerge: host {stranger.label}")]
     assert key and f"host key of {stranger.label} is not in {fleet.known_hosts}" in key[0]
+    # A host whose plan fails says why, with emerge's own explanation.
+    at = errors.index(f"!!! cq-emerge: host {h6.label} (group fbad): cannot plan group "
+                      "fbad there")
+    assert "fleet-libs/missing" in "\n".join(errors[at:at + 12])
     # The reachable host went ahead: a failed build skips its dependant, not the rest.
     installed = h4.prefix.installed()
     assert "fleet-apps/delta-1" in installed and "fleet-apps/needs-broken-1" not in installed
@@ -156,16 +165,30 @@ def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
     assert "refuses to be installed, on purpose" in log_file.read_text()
     assert log_file.with_suffix(".sh").read_text().startswith("#!/bin/sh")
     assert f">>> host {down.label} (group fother): not updated: cannot reach" in done.stdout
-    assert ">>> 0 of 4 host(s) fully updated" in done.stdout
+    assert ">>> 0 of 5 host(s) fully updated" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert down.prefix.installed() == {} and stranger.prefix.installed() == {}
     # The summary for scripts says the same.
-    code, summary = fleet.cq_emerge_json("--group", "fother")
+    code, summary = fleet.cq_emerge_json("--group", "fother", "--group", "fbad")
     assert code == 1 and not summary["ok"]
     hosts = {h["host"]: h for h in summary["hosts"]}
     assert "cannot reach" in hosts[down.label]["error"]
     assert "host key" in hosts[stranger.label]["error"]
     assert hosts[h4.label]["error"] is None and not hosts[h4.label]["ok"]
+    assert hosts[h6.label]["error"] == "cannot plan group fbad there"
+
+
+def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
+    config = yaml.safe_load(fleet.config.read_text())
+    config["ssh"]["command"] = ["no-such-cq-emerge"]
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fleet.cq_emerge("--config", str(path), "--group", "fweb", "--pretend")
+    assert done.returncode == 1
+    for name in ("h1", "h2"):
+        assert (f"!!! cq-emerge: host {fleet.hosts[name].label} (group fweb): "
+                "no-such-cq-emerge not found there (exit 127; set ssh.command in the config)"
+                in done.stderr.splitlines()), done.stderr
 
 
 def test_json_found_among_messages():
