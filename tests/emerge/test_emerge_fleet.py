@@ -5,6 +5,8 @@ emerge --usepkgonly, run there over SSH."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from site_helpers import make_site
 
 from cq_portage.emerge.remote import split_json
 from cq_portage.sandbox.repository import Ebuild
+from cq_portage.sandbox.server import hold_queue
 
 EBUILDS = [
     Ebuild("fleet-libs/core-1", iuse=("ssl",)),
@@ -26,6 +29,7 @@ EBUILDS = [
     Ebuild("fleet-apps/needs-broken-1", rdepend="fleet-apps/broken"),
     Ebuild("fleet-apps/noinst-1", dies_on_merge=True),
     Ebuild("fleet-apps/unsatisfiable-1", rdepend="fleet-libs/missing"),
+    Ebuild("fleet-apps/epsilon-1"),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
@@ -34,6 +38,8 @@ WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h4": ("fleet-apps/delta", "fleet-apps/needs-broken"),
           "h5": ("fleet-apps/noinst",),
           "h6": ("fleet-apps/unsatisfiable",),
+          "h7": ("fleet-apps/epsilon",),
+          "h8": ("fleet-apps/epsilon",),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -60,6 +66,7 @@ def fleet(tmp_path_factory, munged):
         "fdb": {"use": "-ssl", "hosts": ["h3"]},
         "fother": {"hosts": ["h4", "h5", "down", "stranger"]},
         "fbad": {"packages": ["fleet-apps/unsatisfiable"], "hosts": ["h6"]},
+        "flate": {"hosts": ["h7", "h8"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -176,6 +183,47 @@ def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
     assert "host key" in hosts[stranger.label]["error"]
     assert hosts[h4.label]["error"] is None and not hosts[h4.label]["ok"]
     assert hosts[h6.label]["error"] == "cannot plan group fbad there"
+
+
+def test_unreachable_server_is_one_line_and_exit_1(fleet, tmp_path):
+    config = yaml.safe_load(fleet.config.read_text())
+    config["server"].update(port=1, timeout=1)
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fleet.cq_emerge("--config", str(path), "--group", "flate", "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [  # after the plans, before any install
+        "cq-emerge: no answer from cq-server at 127.0.0.1:1 within 1s "
+        "(is it running? is the address right?)"]
+    assert fleet.hosts["h7"].prefix.installed() == {}
+
+
+def test_host_going_down_after_its_plan_stops_only_its_installs(fleet):
+    h7, h8 = fleet.hosts["h7"], fleet.hosts["h8"]
+    with fleet.site.server.client() as client:  # the build waits until h7 is down
+        blocker = hold_queue(client, 120)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
+         "--group", "flate"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    lines = []
+    for line in run.stdout:  # progress lines: plans are in once a build is queued
+        lines.append(line)
+        if "fleet-apps/epsilon-1: queued" in line:
+            break
+    h7.sshd.stop()
+    with fleet.site.server.client() as client:
+        client.cancel(blocker)
+    out, err = run.communicate(timeout=120)
+    out = "".join(lines) + out
+    assert run.returncode == 1
+    assert "fleet-apps/epsilon-1" in h8.prefix.installed()
+    assert "fleet-apps/epsilon-1" not in h7.prefix.installed()
+    failed = [e for e in err.splitlines() if e.startswith(f"!!! {h7.label}: fleet-apps/")]
+    assert failed and f"install failed, cannot reach {h7.label} over SSH" in failed[0], err
+    assert f">>> host {h8.label} (group flate): 1 installed (updated)" in out
+    assert f">>> host {h7.label} (group flate): 1 failed (NOT updated)" in out
+    assert Counter(fleet.site.jobs_run())["=fleet-apps/epsilon-1::cqtest"] == 1
 
 
 def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
