@@ -31,6 +31,7 @@ from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, rep
 from cq_portage.emerge.jobs import BuildJob, build_jobs
 from cq_portage.emerge.pending import Busy, Pending
 from cq_portage.emerge.plan import Plan
+from cq_portage.emerge.plan_json import profile_to_json
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.emerge.progress import Progress
@@ -109,6 +110,14 @@ def fetch_plans(runs: list[HostRun]) -> None:
         list(pool.map(fetch, runs))
 
 
+def profile_drift(ours: dict, plan: Plan) -> list[str]:
+    """The profile keys whose value in the host's config differs from ours: a site's
+    copies of the config drifting apart (the host's own plan and builds still follow its
+    copy, as its local runs would)."""
+    theirs = profile_to_json(plan.group)
+    return [key for key in ours if ours[key] != theirs.get(key)]
+
+
 def needed_by(runs: list[HostRun], jobs: list[BuildJob]) -> dict[str, list[str]]:
     """Dedupe key -> the hosts whose plan needs that build."""
     hosts: dict[str, list[str]] = {job.key: [] for job in jobs}
@@ -130,10 +139,15 @@ def run_fleet(config: Config, groups: list[GroupProfile], output: Output, *,
             for group in groups for target in group.hosts]
     try:
         fetch_plans(runs)
+        profiles = {group.name: profile_to_json(group) for group in groups}
         for run in runs:
             if run.error:
                 stderr.write(f"!!! cq-emerge: host {run.label} (group {run.group}): "
                              f"{run.error}\n" + (f"{run.report}\n" if run.report else ""))
+            elif (drift := profile_drift(profiles[run.group], run.plan)):
+                stderr.write(f"cq-emerge: warning: host {run.label}: its config gives group "
+                             f"{run.group} another {', '.join(drift)} than {config.path} "
+                             "(it plans with its own)\n")
         planned = [run for run in runs if run.plan is not None]
         jobs = build_jobs([run.plan for run in planned])
         hosts_of = needed_by(runs, jobs)

@@ -239,6 +239,18 @@ def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
                 in done.stderr.splitlines()), done.stderr
 
 
+def test_a_host_whose_config_differs_is_warned_about(fleet, tmp_path):
+    config = yaml.safe_load(fleet.config.read_text())
+    config["groups"]["fweb"]["use"] = "ssl X"  # the admin's copy drifted; the hosts' did not
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fleet.cq_emerge("--config", str(path), "--group", "fweb", "--pretend")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"cq-emerge: warning: host {fleet.hosts[name].label}: its config gives group fweb "
+        f"another use than {path} (it plans with its own)" for name in ("h1", "h2")]
+
+
 def test_json_found_among_messages():
     text = 'cq-emerge: a warning\n{\n  "plans": [{"a": "{"}]\n}\nlater words\n'
     assert split_json(text) == ({"plans": [{"a": "{"}]}, "cq-emerge: a warning\n\nlater words\n")
