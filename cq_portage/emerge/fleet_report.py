@@ -59,6 +59,17 @@ def _counts(summary: Summary) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
 
 
+def _host_line(run: "HostRun") -> str:
+    if run.plan is None:
+        return f"not updated: {run.error}"
+    if not run.plan.entries:
+        return "already up to date"
+    what = _counts(run.summary) if run.summary else "not started"
+    if run.error:
+        what += f"; {run.error}"
+    return f"{what} ({'updated' if run.ok else 'NOT updated'})"
+
+
 def report(runs: list["HostRun"], builds: Summary | None,
            hosts_of: Mapping[str, list[str]] | None, output: Output, stdout: TextIO,
            stderr: TextIO) -> None:
@@ -70,13 +81,7 @@ def report(runs: list["HostRun"], builds: Summary | None,
             stdout.write(f">>> builds: {_counts(builds)} ({builds.submitted} build job(s) "
                          f"submitted, {builds.reused} reused)\n")
         for run in runs:
-            state = "updated" if run.ok else "NOT updated"
-            what = (f"not updated: {run.error}" if run.plan is None
-                    else _counts(run.summary) if run.summary else "already up to date")
-            if run.plan is not None and run.error:
-                what += f"; {run.error}"
-            stdout.write(f">>> host {run.label} (group {run.group}): {what}"
-                         + ("" if run.plan is None else f" ({state})") + "\n")
+            stdout.write(f">>> host {run.label} (group {run.group}): {_host_line(run)}\n")
         done = sum(run.ok for run in runs)
         stdout.write(f">>> {done} of {len(runs)} host(s) fully updated\n")
     for run in runs:
