@@ -138,38 +138,46 @@ def run_fleet(config: Config, groups: list[GroupProfile], output: Output, *,
     runs = [HostRun(RemoteHost(target, group.name, config.ssh))
             for group in groups for target in group.hosts]
     try:
-        fetch_plans(runs)
-        profiles = {group.name: profile_to_json(group) for group in groups}
-        for run in runs:
-            if run.error:
-                stderr.write(f"!!! cq-emerge: host {run.label} (group {run.group}): "
-                             f"{run.error}\n" + (f"{run.report}\n" if run.report else ""))
-            elif (drift := profile_drift(profiles[run.group], run.plan)):
-                stderr.write(f"cq-emerge: warning: host {run.label}: its config gives group "
-                             f"{run.group} another {', '.join(drift)} than {config.path} "
-                             "(it plans with its own)\n")
-        planned = [run for run in runs if run.plan is not None]
-        jobs = build_jobs([run.plan for run in planned])
-        hosts_of = needed_by(runs, jobs)
-        if pretend:
-            if output.json:
-                print_pretend_json(runs, jobs, hosts_of, stdout)
-            else:
-                print_plans(runs, jobs, hosts_of, output, stdout)
-            return EXIT_OK if all(run.error is None for run in runs) else EXIT_FAILURE
-        if not any(run.plan.entries for run in planned):
-            say_nothing_to_merge(runs, output, stdout)
-            report(runs, None, None, output, stdout, stderr)
-            return EXIT_OK if all(run.ok for run in runs) else EXIT_FAILURE
-        if not output.quiet and not output.json:
-            print_plans(runs, jobs, hosts_of, output, stdout)
-        if ask and not _confirm(jobs, planned, output.colour):
-            stdout.write("\nQuitting.\n\n")
-            return EXIT_NO
-        return _update(config, groups, runs, planned, jobs, output, stdout, stderr)
+        return _run(config, groups, output, runs, pretend, ask, stdout, stderr)
+    except KeyboardInterrupt:
+        stderr.write("cq-emerge: interrupted\n")
+        return EXIT_NO
     finally:
         for run in runs:
             run.remote.close()
+
+
+def _run(config: Config, groups: list[GroupProfile], output: Output, runs: list[HostRun],
+         pretend: bool, ask: bool, stdout: TextIO, stderr: TextIO) -> int:
+    fetch_plans(runs)
+    profiles = {group.name: profile_to_json(group) for group in groups}
+    for run in runs:
+        if run.error:
+            stderr.write(f"!!! cq-emerge: host {run.label} (group {run.group}): "
+                         f"{run.error}\n" + (f"{run.report}\n" if run.report else ""))
+        elif (drift := profile_drift(profiles[run.group], run.plan)):
+            stderr.write(f"cq-emerge: warning: host {run.label}: its config gives group "
+                         f"{run.group} another {', '.join(drift)} than {config.path} "
+                         "(it plans with its own)\n")
+    planned = [run for run in runs if run.plan is not None]
+    jobs = build_jobs([run.plan for run in planned])
+    hosts_of = needed_by(runs, jobs)
+    if pretend:
+        if output.json:
+            print_pretend_json(runs, jobs, hosts_of, stdout)
+        else:
+            print_plans(runs, jobs, hosts_of, output, stdout)
+        return EXIT_OK if all(run.error is None for run in runs) else EXIT_FAILURE
+    if not any(run.plan.entries for run in planned):
+        say_nothing_to_merge(runs, output, stdout)
+        report(runs, None, None, output, stdout, stderr)
+        return EXIT_OK if all(run.ok for run in runs) else EXIT_FAILURE
+    if not output.quiet and not output.json:
+        print_plans(runs, jobs, hosts_of, output, stdout)
+    if ask and not _confirm(jobs, planned, output.colour):
+        stdout.write("\nQuitting.\n\n")
+        return EXIT_NO
+    return _update(config, groups, runs, planned, jobs, output, stdout, stderr)
 
 
 def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
@@ -202,6 +210,10 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
     except (ClientError, AuthError, RuntimeError) as e:
         stderr.write(f"cq-emerge: {e}\n")
         return EXIT_FAILURE
+    except KeyboardInterrupt:  # before any install started: nothing to let finish
+        stderr.write("cq-emerge: interrupted; what was submitted stays queued and the next "
+                     "run picks it up\n")
+        return EXIT_FAILURE
     finally:
         client.close()
     if fatal:
@@ -214,13 +226,13 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
 def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -> str | None:
     """Wait for the builds in id order (the queue runs them so) and hand each outcome to
     the hosts that need it; every host installs in its own thread. Returns why waiting
-    stopped early (the server went away), or None."""
+    stopped early (the server went away, Ctrl-C), or None."""
     workers = [threading.Thread(target=_host_worker, args=(run,), name=f"host {run.label}",
                                 daemon=True) for run in planned]
-    for worker in workers:
-        worker.start()
     fatal = None
     try:
+        for worker in workers:
+            worker.start()
         for job_id in sorted(set(builder.ids.values())):
             outcome = client.wait(job_id, builder.refresh, poll=POLL_SECONDS)
             builder.job_ended(job_id, outcome)
@@ -229,11 +241,19 @@ def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -
                     run.events.put((job_id, outcome))
     except (ClientError, AuthError) as e:
         fatal = f"stopped waiting for the builds: {e}"
+    except KeyboardInterrupt:
+        # Installs under way finish (cutting an emerge short could leave a host half
+        # merged); nothing new starts. Queued builds stay, kept in the pending state.
+        for run in planned:
+            run.update.stopped = "(interrupted)"
+        fatal = ("interrupted: installs under way were let finish; the builds stay queued "
+                 "and the next run picks them up")
     finally:
         for run in planned:
             run.events.put(None)
         for worker in workers:
-            worker.join()
+            if worker.is_alive():
+                worker.join()
     return fatal
 
 

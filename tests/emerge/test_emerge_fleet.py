@@ -5,6 +5,7 @@ emerge --usepkgonly, run there over SSH."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -30,6 +31,7 @@ EBUILDS = [
     Ebuild("fleet-apps/noinst-1", dies_on_merge=True),
     Ebuild("fleet-apps/unsatisfiable-1", rdepend="fleet-libs/missing"),
     Ebuild("fleet-apps/epsilon-1"),
+    Ebuild("fleet-apps/zeta-1"),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
@@ -40,6 +42,7 @@ WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h6": ("fleet-apps/unsatisfiable",),
           "h7": ("fleet-apps/epsilon",),
           "h8": ("fleet-apps/epsilon",),
+          "h9": ("fleet-apps/zeta",),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -67,6 +70,7 @@ def fleet(tmp_path_factory, munged):
         "fother": {"hosts": ["h4", "h5", "down", "stranger"]},
         "fbad": {"packages": ["fleet-apps/unsatisfiable"], "hosts": ["h6"]},
         "flate": {"hosts": ["h7", "h8"]},
+        "fint": {"hosts": ["h9"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -224,6 +228,31 @@ def test_host_going_down_after_its_plan_stops_only_its_installs(fleet):
     assert f">>> host {h8.label} (group flate): 1 installed (updated)" in out
     assert f">>> host {h7.label} (group flate): 1 failed (NOT updated)" in out
     assert Counter(fleet.site.jobs_run())["=fleet-apps/epsilon-1::cqtest"] == 1
+
+
+def test_interrupted_run_keeps_its_builds_for_the_next(fleet):
+    h9 = fleet.hosts["h9"]
+    with fleet.site.server.client() as client:
+        blocker = hold_queue(client, 120)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
+         "--group", "fint"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    for line in run.stdout:  # the queue position comes while the admin waits for builds
+        if "build: fleet-apps/zeta-1: queued (job" in line and "position" in line:
+            break
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 1
+    assert "cq-emerge: interrupted: installs under way were let finish" in err
+    assert "Traceback" not in err
+    with fleet.site.server.client() as client:
+        client.cancel(blocker)
+    again = fleet.cq_emerge("--group", "fint")
+    assert again.returncode == 0, again.stderr
+    assert ">>> builds: 1 built (0 build job(s) submitted, 1 reused)" in again.stdout
+    assert "fleet-apps/zeta-1" in h9.prefix.installed()
+    assert Counter(fleet.site.jobs_run())["=fleet-apps/zeta-1::cqtest"] == 1
 
 
 def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
