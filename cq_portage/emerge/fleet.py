@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cq_portage.cq.auth import AuthError, Munge
-from cq_portage.cq.client import Client, ClientError
+from cq_portage.cq.client import Client, ClientError, Outcome
 from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
@@ -36,7 +36,7 @@ from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.emerge.progress import Progress
 from cq_portage.emerge.remote import RemoteError, RemoteHost
-from cq_portage.emerge.update import POLL_SECONDS, Summary, Update
+from cq_portage.emerge.update import Summary, Update, wait_all
 
 log = logging.getLogger(__name__)
 EXIT_USAGE, EXIT_NO = 2, 130
@@ -224,8 +224,8 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
 
 
 def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -> str | None:
-    """Wait for the builds in id order (the queue runs them so) and hand each outcome to
-    the hosts that need it; every host installs in its own thread. Returns why waiting
+    """Wait for the builds (update.wait_all) and hand each outcome, as it comes, to the
+    hosts that need it; every host installs in its own thread. Returns why waiting
     stopped early (the server went away, Ctrl-C), or None."""
     workers = [threading.Thread(target=_host_worker, args=(run,), name=f"host {run.label}",
                                 daemon=True) for run in planned]
@@ -233,12 +233,13 @@ def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -
     try:
         for worker in workers:
             worker.start()
-        for job_id in sorted(set(builder.ids.values())):
-            outcome = client.wait(job_id, builder.refresh, poll=POLL_SECONDS)
+        def ended(job_id: int, outcome: Outcome) -> None:
             builder.job_ended(job_id, outcome)
             for run in planned:
                 if job_id in run.update.ids.values():
                     run.events.put((job_id, outcome))
+
+        wait_all(client, builder.ids.values(), ended, builder.refresh)
     except (ClientError, AuthError) as e:
         fatal = f"stopped waiting for the builds: {e}"
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +37,32 @@ _PENDING = (State.QUEUED, State.RUNNING)
 def wire_key(key: str) -> str:
     """The dedupe key as sent to the server: readable, and short whatever the variables."""
     return f"{key.split(' ', 1)[0]} {hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def wait_all(client: Client, ids: Iterable[int], on_end: Callable[[int, Outcome], None],
+             on_poll: Callable[[list], None]) -> None:
+    """Until every job has ended, calling on_end(job id, outcome) for each as it ends.
+    Waiting goes in id order (one requester's jobs start in that order), but each poll of
+    the queue (on_poll gets the list) also collects jobs that ended out of turn: with
+    several build hosts a later job may end first, and its installs need not wait."""
+    remaining = sorted(set(ids))
+    ended: set[int] = set()
+    current = 0
+
+    def poll(_rep) -> None:
+        jobs = client.list()
+        on_poll(jobs)
+        active = {j.id for j in jobs if j.state in _PENDING}
+        for job_id in remaining:
+            if job_id not in ended and job_id not in active and job_id != current:
+                ended.add(job_id)
+                on_end(job_id, client.wait(job_id, poll=POLL_SECONDS))
+
+    for current in remaining:
+        if current not in ended:
+            outcome = client.wait(current, poll, poll=POLL_SECONDS)
+            ended.add(current)
+            on_end(current, outcome)
 
 
 class Installer(Protocol):
@@ -172,11 +198,12 @@ class Update:
 
     def wait_and_install(self) -> Summary:
         self.install_ready()
-        for job_id in sorted(set(self.ids.values())):
-            outcome = self.client.wait(job_id, self.refresh, poll=POLL_SECONDS)
-            self.job_ended(job_id, outcome)
-            self.install_ready()
+        wait_all(self.client, self.ids.values(), self._ended_then_install, self.refresh)
         return self.finish()
+
+    def _ended_then_install(self, job_id: int, outcome: Outcome) -> None:
+        self.job_ended(job_id, outcome)
+        self.install_ready()
 
     def finish(self) -> Summary:
         """Every job has ended: what is left uninstalled is skipped, and why."""
@@ -187,8 +214,10 @@ class Update:
                 self._show(item, "skipped", self.stopped or "(its build was not waited for)")
         return self.summary
 
-    def refresh(self, _rep=None) -> None:
-        active = {j.id: j for j in self.client.list() if j.state in _PENDING}
+    def refresh(self, jobs: list | None = None) -> None:
+        """Show the queue's state of the builds (`jobs`: the server's list, else asked)."""
+        jobs = self.client.list() if jobs is None else jobs
+        active = {j.id: j for j in jobs if j.state in _PENDING}
         for item in self.items:
             info = active.get(item.job_id)
             if info is None or item.state not in ("queued", "building"):

@@ -5,9 +5,12 @@ emerge --usepkgonly, run there over SSH."""
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +35,8 @@ EBUILDS = [
     Ebuild("fleet-apps/unsatisfiable-1", rdepend="fleet-libs/missing"),
     Ebuild("fleet-apps/epsilon-1"),
     Ebuild("fleet-apps/zeta-1"),
+    Ebuild("fleet-apps/eta-1"),
+    Ebuild("fleet-apps/theta-1"),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
@@ -43,6 +48,7 @@ WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h7": ("fleet-apps/epsilon",),
           "h8": ("fleet-apps/epsilon",),
           "h9": ("fleet-apps/zeta",),
+          "h10": ("fleet-apps/eta", "fleet-apps/theta"),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -71,6 +77,7 @@ def fleet(tmp_path_factory, munged):
         "fbad": {"packages": ["fleet-apps/unsatisfiable"], "hosts": ["h6"]},
         "flate": {"hosts": ["h7", "h8"]},
         "fint": {"hosts": ["h9"]},
+        "forder": {"hosts": ["h10"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -253,6 +260,40 @@ def test_interrupted_run_keeps_its_builds_for_the_next(fleet):
     assert ">>> builds: 1 built (0 build job(s) submitted, 1 reused)" in again.stdout
     assert "fleet-apps/zeta-1" in h9.prefix.installed()
     assert Counter(fleet.site.jobs_run())["=fleet-apps/zeta-1::cqtest"] == 1
+
+
+def test_a_build_ending_out_of_turn_is_handled_at_once(fleet):
+    """With several build hosts a later job may end first; here a later job is cancelled
+    while an earlier one still waits behind a busy build host."""
+    h10 = fleet.hosts["h10"]
+    with fleet.site.server.client() as client:
+        blocker = hold_queue(client, 120)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
+         "--group", "forder"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in run.stdout])
+    reader.start()
+    try:
+        while "position" not in lines.get(timeout=60):
+            pass
+        with fleet.site.server.client() as client:
+            ids = {j.args[-1]: j.id for j in client.list()}
+            later = ids["=fleet-apps/theta-1::cqtest"]
+            assert later > ids["=fleet-apps/eta-1::cqtest"]  # waited for after eta's
+            client.cancel(later)
+        deadline = time.monotonic() + 20  # theta fails while eta still waits
+        while not (line := lines.get(timeout=20)).startswith(f"cq-emerge: {h10.label}: "
+                                                              "fleet-apps/theta-1: failed"):
+            assert "eta-1: built" not in line and time.monotonic() < deadline, line
+    finally:
+        with fleet.site.server.client() as client:
+            client.cancel(blocker)
+    assert run.wait(timeout=120) == 1
+    reader.join()
+    assert "fleet-apps/eta-1" in h10.prefix.installed()
+    assert "fleet-apps/theta-1" not in h10.prefix.installed()
 
 
 def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
