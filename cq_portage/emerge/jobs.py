@@ -29,6 +29,7 @@ class BuildJob:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]  # first requesting group's variables, flags pinned
     groups: tuple[str, ...]
+    labels: tuple[str, ...] = ()  # what the build host must have (the group's build_labels)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -36,7 +37,8 @@ class BuildJob:
 
     def to_json(self) -> dict:
         return {"key": self.key, "cpv": self.cpv, "repo": self.repo, "use": list(self.use),
-                "argv": list(self.argv), "env": self.environment, "groups": list(self.groups)}
+                "argv": list(self.argv), "env": self.environment, "groups": list(self.groups),
+                "labels": list(self.labels)}
 
 
 def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
@@ -84,21 +86,25 @@ def build_argv(command: Iterable[str], entry: PlanEntry) -> tuple[str, ...]:
 
 
 def dedupe_key(entry: PlanEntry, env: Mapping[str, str], argv: Iterable[str],
-               use_expand: Iterable[str]) -> str:
-    """cpv::repo, the enabled USE, the variables that change a build but not USE, argv.
-    USE and USE_EXPAND variables are left out: their effect is the enabled USE itself."""
+               use_expand: Iterable[str], labels: Iterable[str] = ()) -> str:
+    """cpv::repo, the enabled USE, the variables that change a build but not USE, argv, and
+    the build host labels if any (another architecture is another package). USE and
+    USE_EXPAND variables are left out: their effect is the enabled USE itself."""
     reflected = {"USE", *(name.upper() for name in use_expand)}
     other = sorted((k, v) for k, v in env.items() if k not in reflected)
+    labels = sorted(labels)
     return " ".join([f"{entry.cpv}::{entry.repo}",
                      "USE=" + ",".join(sorted(entry.use)),
                      *(f"{k}={shlex.quote(v)}" for k, v in other),
-                     "CMD=" + shlex.join(argv)])
+                     "CMD=" + shlex.join(argv),
+                     *(["LABELS=" + ",".join(labels)] if labels else [])])
 
 
 def entry_key(plan: Plan, entry: PlanEntry) -> str:
     """The dedupe key of the build a plan entry needs."""
     env = build_environment(plan, entry)
-    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand)
+    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand,
+                      plan.group.build_labels)
 
 
 def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
@@ -113,7 +119,7 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
         for entry in plan.builds:
             env = build_environment(plan, entry)
             argv = build_argv(plan.group.build_command, entry)
-            key = dedupe_key(entry, env, argv, plan.use_expand)
+            key = dedupe_key(entry, env, argv, plan.use_expand, plan.group.build_labels)
             if key in jobs:
                 job = jobs[key]
                 if plan.group.name not in job.groups:
@@ -124,7 +130,8 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
                 after[key] = set()
                 jobs[key] = BuildJob(key=key, cpv=entry.cpv, repo=entry.repo, use=entry.use,
                                      argv=argv, env=tuple(sorted(env.items())),
-                                     groups=(plan.group.name,))
+                                     groups=(plan.group.name,),
+                                     labels=plan.group.build_labels)
             if previous is not None and previous != key:
                 after[key].add(previous)
             previous = key

@@ -26,7 +26,8 @@ def profile_to_json(group: GroupProfile) -> dict:
             "abi_x86": None if group.abi_x86 is None else list(group.abi_x86),
             "env": dict(group.env), "packages": list(group.packages),
             "package_use": [str(line) for line in group.package_use],
-            "build_command": list(group.build_command)}
+            "build_command": list(group.build_command),
+            "build_labels": list(group.build_labels)}
 
 
 def plan_to_json(plan: Plan) -> dict:
@@ -54,7 +55,8 @@ def profile_from_json(name: str, doc: dict) -> GroupProfile:
                         env=dict(doc.get("env", {})),
                         packages=tuple(doc.get("packages", ("@world",))),
                         package_use=tuple(package_use),
-                        build_command=tuple(doc["build_command"]))
+                        build_command=tuple(doc["build_command"]),
+                        build_labels=tuple(doc.get("build_labels", ())))
 
 
 def plan_from_json(doc: Any) -> Plan:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from cq_portage.cq.wire import LABEL
 from cq_portage.emerge.profiles import (DEFAULT_PORT, Config, ConfigError, GroupProfile,
                                         HostSettings, PackageUse, Server, SshSettings)
 
@@ -24,7 +25,8 @@ _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_O
 _TOP_KEYS = ("server", "groups", "host", "ssh")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
-_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command", "hosts")
+_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command",
+               "build_labels", "hosts")
 _SSH_KEYS = ("key_file", "known_hosts", "connect_timeout", "command")
 
 
@@ -257,6 +259,9 @@ class Validator:
         if "build_command" in entries:
             values["build_command"] = self.build_command(entries["build_command"][1],
                                                          f"{name}.build_command")
+        if "build_labels" in entries:
+            values["build_labels"] = self.build_labels(entries["build_labels"][1],
+                                                       f"{name}.build_labels")
         if "hosts" in entries:
             values["hosts"] = self.hosts(entries["hosts"][1], f"{name}.hosts")
         if len(self.problems) > before:
@@ -344,6 +349,16 @@ class Validator:
             if not bad:
                 lines.append(PackageUse(atom=atom, flags=tuple(flags)))
         return tuple(lines)
+
+    def build_labels(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        labels = []
+        for word, word_node in self.words(node, what) or []:
+            if LABEL.match(word):
+                labels.append(word)
+            else:
+                self.error(word_node, f"{what}: {word!r} is not a build host label (letters, "
+                                      "digits, '_', '.', '+' or '-', at most 64)")
+        return tuple(sorted(set(labels)))
 
     def build_command(self, node: yaml.Node, what: str) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode):

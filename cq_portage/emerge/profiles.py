@@ -66,6 +66,8 @@ class GroupProfile:
     packages: tuple[str, ...] = DEFAULT_PACKAGES
     package_use: tuple[PackageUse, ...] = ()
     build_command: tuple[str, ...] = DEFAULT_BUILD_COMMAND
+    # cq-server build host labels its builds need (an architecture): see build_hosts there
+    build_labels: tuple[str, ...] = ()
     hosts: tuple["SshTarget", ...] = ()  # the group's hosts, for fleet mode
 
     def portage_env(self) -> dict[str, str]:

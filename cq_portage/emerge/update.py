@@ -6,7 +6,7 @@ failed build skips its dependants but not the rest; a failed install stops the g
 several groups (a build host pre-building) only the builds are submitted and waited for.
 
 How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
-(LocalInstaller), or on another host over SSH (fleet mode, remote.py); everything else
+(run_locally), or on another host over SSH (fleet mode, remote.py); everything else
 (what is ready, what a failure skips or stops) is the same wherever the host is.
 """
 
@@ -133,7 +133,7 @@ class Summary:
 class Update:
     client: Client
     jobs: list[BuildJob]
-    pending: Pending | None  # None: nothing kept (fleet mode keeps the builds' on its own)
+    pending: Pending | None  # None: nothing kept (a fleet's hosts: the fleet keeps its ids)
     progress: Progress
     plan: Plan | None = None  # the group to install; None: build only
     log_dir: Path = Path("/var/log/cq-portage")
@@ -163,7 +163,7 @@ class Update:
                 self.summary.reused += 1
                 continue
             submitted = self.client.submit(list(job.argv), job.environment,
-                                           dedupe_key=wire_key(job.key))
+                                           dedupe_key=wire_key(job.key), labels=job.labels)
             if isinstance(submitted, Outcome):
                 raise RuntimeError(f"the server at {self.client.address} speaks only the "
                                    "original cq protocol; cq-emerge needs cq-portage's cq-server")

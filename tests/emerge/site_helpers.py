@@ -84,12 +84,13 @@ class Site:
             return [j.args[-1] for j in client.list() if j.args[-1].startswith("=")]
 
 
-def make_site(root: Path, munged):
+def make_site(root: Path, munged, server_config: dict | None = None):
     sandbox = Sandbox(root / "sandbox").create()
     sandbox.repository.add(*REPO)
     build = sandbox.add_prefix("build")
     hook = str(Path(sys.executable).parent / "cq-emerge-hook")
-    server = CqServer(root / "server", munged.socket, {"incoming_hook": [hook]},
+    server = CqServer(root / "server", munged.socket,
+                      {"incoming_hook": [hook], **(server_config or {})},
                       env=build.env()).start()
     config = root / "cq-portage.yaml"
     config.write_text(yaml.safe_dump({
