@@ -13,10 +13,11 @@ import io
 import json
 import logging
 import shlex
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cq_portage.cq.ssh import SshError, SshRunner, SshTarget
+from cq_portage.cq.ssh import SshError, SshRunner, SshTarget, SshUnreachable
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import PlanFormatError, plan_from_json
 from cq_portage.emerge.profiles import SshSettings
@@ -85,7 +86,7 @@ class RemoteHost:
         argv = [*self.ssh.command, *PLAN_FLAGS, "--group", self.group]
         out = io.BytesIO()
         try:
-            status = self.runner.run(argv, {}, out)
+            status = self._run(argv, out)
         except SshError as e:
             raise RemoteError(str(e)) from None
         text = out.getvalue().decode(errors="replace")
@@ -117,10 +118,36 @@ class RemoteHost:
             return 255, why
         with open(log_file, "wb") as out:
             try:
-                return self.runner.run(["sh", "-c", script, "cq-emerge-install"], {}, out), ""
+                return self._run(["sh", "-c", script, "cq-emerge-install"], out), ""
             except SshError as e:
                 out.write(f"\ncq-emerge: {e}\n".encode())
                 return 255, str(e)
+
+    def _run(self, argv: list[str], out) -> int:
+        """runner.run(), given up when the host stops answering: SshRunner.run() waits as
+        long as the connection lives, and a frozen host keeps TCP up. Every
+        connect_timeout seconds the host must run `true` within as many seconds."""
+        every = self.ssh.connect_timeout
+        done, frozen = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            while not done.wait(every):
+                if not done.is_set() and not self.runner.alive(timeout=every):
+                    frozen.set()
+                    self.runner.close()  # run() then raises SshLost
+                    return
+
+        threading.Thread(target=watch, name=f"watch {self.label}", daemon=True).start()
+        try:
+            return self.runner.run(argv, {}, out)
+        except SshError:
+            if frozen.is_set():
+                raise SshUnreachable(f"{self.target.address} stopped answering (no reply "
+                                     f"within {every:g} s) while cq-emerge waited for it; "
+                                     "what it ran there may still run") from None
+            raise
+        finally:
+            done.set()
 
     def close(self) -> None:
         self.runner.close()

@@ -37,6 +37,7 @@ EBUILDS = [
     Ebuild("fleet-apps/zeta-1"),
     Ebuild("fleet-apps/eta-1"),
     Ebuild("fleet-apps/theta-1"),
+    Ebuild("fleet-apps/iota-1"),
 ]
 # Each host: its world; overlapping needs across hosts and across groups.
 WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
@@ -49,6 +50,8 @@ WORLDS = {"h1": ("fleet-apps/alpha", "fleet-apps/beta"),
           "h8": ("fleet-apps/epsilon",),
           "h9": ("fleet-apps/zeta",),
           "h10": ("fleet-apps/eta", "fleet-apps/theta"),
+          "h11": ("fleet-apps/iota",),
+          "h12": ("fleet-apps/iota",),
           "down": ("fleet-apps/delta",),
           "stranger": ("fleet-apps/delta",)}
 # What each of the first three must end with: cpv -> enabled USE.
@@ -78,6 +81,7 @@ def fleet(tmp_path_factory, munged):
         "flate": {"hosts": ["h7", "h8"]},
         "fint": {"hosts": ["h9"]},
         "forder": {"hosts": ["h10"]},
+        "ffreeze": {"hosts": ["h11", "h12"]},
     })
     fleet.hosts["down"].sshd.stop()  # a host that is off
     yield fleet
@@ -294,6 +298,31 @@ def test_a_build_ending_out_of_turn_is_handled_at_once(fleet):
     reader.join()
     assert "fleet-apps/eta-1" in h10.prefix.installed()
     assert "fleet-apps/theta-1" not in h10.prefix.installed()
+
+
+def test_a_host_that_freezes_is_given_up_and_the_others_finish(fleet):
+    h11, h12 = fleet.hosts["h11"], fleet.hosts["h12"]
+    with fleet.site.server.client() as client:
+        blocker = hold_queue(client, 120)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
+         "--group", "ffreeze"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        for line in run.stdout:
+            if "build: fleet-apps/iota-1: queued" in line:
+                break
+        h11.sshd.freeze()  # TCP stays up, nothing answers: run() alone would wait forever
+    finally:
+        with fleet.site.server.client() as client:
+            client.cancel(blocker)
+    out, err = run.communicate(timeout=120)
+    h11.sshd.thaw()
+    assert run.returncode == 1
+    assert "fleet-apps/iota-1" in h12.prefix.installed()
+    failed = [e for e in err.splitlines() if e.startswith(f"!!! {h11.label}: fleet-apps/iota")]
+    assert failed and f"{h11.label} stopped answering (no reply within 5 s)" in failed[0], err
+    assert f">>> host {h12.label} (group ffreeze): 1 installed (updated)" in out
 
 
 def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
