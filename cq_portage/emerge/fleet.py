@@ -204,10 +204,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
                                     installer=run.remote.install)
                 run.update.adopt(builder.ids)
             fatal = _wait_and_install(client, builder, planned)
-    except Busy as e:
-        stderr.write(f"cq-emerge: {e}\n")
-        return EXIT_FAILURE
-    except (ClientError, AuthError, RuntimeError) as e:
+    except (Busy, ClientError, AuthError, RuntimeError) as e:
         stderr.write(f"cq-emerge: {e}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:  # before any install started: nothing to let finish

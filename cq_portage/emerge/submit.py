@@ -65,10 +65,7 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
             if detach:
                 return _detach(update, config, groups, state_dir, stdout)
             summary = update.wait_and_install()
-    except Busy as e:
-        stderr.write(f"cq-emerge: {e}\n")
-        return EXIT_FAILURE
-    except (ClientError, AuthError, RuntimeError) as e:
+    except (Busy, ClientError, AuthError, RuntimeError) as e:
         stderr.write(f"cq-emerge: {e}\n")
         return EXIT_FAILURE
     finally:

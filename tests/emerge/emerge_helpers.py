@@ -99,3 +99,20 @@ def emerge_plan(prefix: Prefix, targets: list[str], env: dict | None = None,
     done = real_emerge(prefix, *args, *targets, env=env, package_use=package_use)
     assert done.returncode == 0, done.stdout + done.stderr
     return parse_emerge(done.stdout)
+
+
+def assert_one_problem(tmp_path: Path, text: str, line: int, message: str) -> None:
+    """Loading `text` as a config file gives exactly one problem: FILE:LINE: ...message..."""
+    from cq_portage.emerge.profiles import ConfigError, load_config
+
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(text)
+    try:
+        load_config(path)
+    except ConfigError as error:
+        problems = error.problems
+    else:
+        raise AssertionError(f"no problem found in {text!r}")
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}:{line}: "), problems[0]
+    assert message in problems[0] and "\n" not in problems[0]

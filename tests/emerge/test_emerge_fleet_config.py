@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from emerge_helpers import assert_one_problem
 
 from cq_portage.cq.ssh import SshTarget
 from cq_portage.emerge.cli import build_parser, fleet_mode
-from cq_portage.emerge.profiles import ConfigError, load_config, parse_config
+from cq_portage.emerge.profiles import load_config, parse_config
 
 FLEET = """\
 server: {host: build.example.org}
@@ -81,14 +82,7 @@ BAD = [
 
 @pytest.mark.parametrize("text,line,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_each_problem_is_one_line_with_file_and_line(tmp_path, text, line, message):
-    path = tmp_path / "cq-portage.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert len(caught.value.problems) == 1, caught.value.problems
-    problem = caught.value.problems[0]
-    assert problem.startswith(f"{path}:{line}: "), problem
-    assert message in problem and "\n" not in problem
+    assert_one_problem(tmp_path, text, line, message)
 
 
 def test_example_config_documents_fleet_keys():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from emerge_helpers import assert_one_problem
 
 from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_BUILD_COMMAND, ConfigError,
                                         PackageUse, config_path, load_config, parse_config)
@@ -127,15 +128,7 @@ BAD = [
 
 @pytest.mark.parametrize("text,line,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_each_problem_is_one_line_with_file_and_line(tmp_path, text, line, message):
-    path = tmp_path / "cq-portage.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert len(caught.value.problems) == 1, caught.value.problems
-    problem = caught.value.problems[0]
-    assert problem.startswith(f"{path}:{line}: "), problem
-    assert message in problem
-    assert "\n" not in problem
+    assert_one_problem(tmp_path, text, line, message)
 
 
 def test_all_problems_reported_at_once(tmp_path):
