@@ -28,9 +28,12 @@ def setup(level: int, log_file: Path | None = None, syslog: bool = False) -> log
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # paramiko says "Connected" and "Authentication successful" at INFO for every SSH
-    # connection to a build host; cq.ssh logs the connections that matter itself.
-    # -v shows them (paramiko's DEBUG is packet-level noise, even then).
-    logging.getLogger("paramiko").setLevel(
-        logging.INFO if level <= logging.DEBUG else logging.WARNING)
+    quiet_paramiko(verbose=level <= logging.DEBUG)
     return handler
+
+
+def quiet_paramiko(verbose: bool) -> None:
+    """paramiko logs every connection at INFO and the tracebacks of its transport thread
+    at ERROR (a host that does not answer); cq.ssh raises one-line errors for all that
+    matters. -v shows paramiko's INFO (its DEBUG is packet-level noise, even then)."""
+    logging.getLogger("paramiko").setLevel(logging.INFO if verbose else logging.CRITICAL)

@@ -5,7 +5,6 @@ raises HostDown, so that the runner can requeue the job instead of losing it."""
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,22 +53,15 @@ class RemoteExecutor:
         log_path = Path(job.log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._stopping = None
-        done, lost = threading.Event(), threading.Event()
-        watchdog = threading.Thread(target=self._watch, args=(done, lost), daemon=True,
-                                    name=f"watch-{self.host.name}")
         with open(log_path, "ab") as out:
-            watchdog.start()
             try:
-                status = self.ssh.run(argv, env, out)
-            except SshLost as e:
+                status = self.ssh.run(argv, env, out, check_every=self.settings.check_seconds)
+            except SshLost as e:  # dropped, or stopped answering (SshNoAnswer)
                 if self._stopping:  # the channel was closed to stop it
                     return self._stopped(-1)
-                reason = f"{self.host.name} stopped answering" if lost.is_set() else str(e)
-                raise HostDown(reason, ran=True) from None
+                raise HostDown(str(e), ran=True) from None
             except SshError as e:  # it never started: cannot connect, host key, auth
                 raise HostDown(str(e), ran=False) from None
-            finally:
-                done.set()
         if self._stopping:
             return self._stopped(status)
         return Result(JobState.DONE, Status.RAN, status)
@@ -79,17 +71,6 @@ class RemoteExecutor:
         return Result(JobState.CANCELLED if cancel else JobState.INTERRUPTED,
                       Status.CANCELLED if cancel else Status.INTERRUPTED, max(status, 0),
                       STOP_REASONS[self._stopping])
-
-    def _watch(self, done: threading.Event, lost: threading.Event) -> None:
-        """A frozen host keeps the TCP connection up and run() waiting forever: ask it every
-        check_seconds whether it still answers, and drop the connection when it does not."""
-        while not done.wait(self.settings.check_seconds):
-            if not self.ssh.alive(self.settings.connect_timeout) and not done.is_set():
-                log.warning("build host %s does not answer; dropping its connection",
-                            self.host.name)
-                lost.set()
-                self.ssh.close()
-                return
 
     def stop(self, why: str, grace: float) -> bool:
         """Stop the running job (why: 'cancel' or 'shutdown'); the host sends SIGTERM, then

@@ -46,6 +46,11 @@ class SshLost(SshError):
     """The connection ended while a command ran: it gave no exit status, its fate is unknown."""
 
 
+class SshNoAnswer(SshLost):
+    """The host stopped answering while a command ran (run()'s check_every), so the
+    connection was dropped: a frozen host keeps TCP up and would keep run() waiting."""
+
+
 @dataclass(frozen=True)
 class SshTarget:
     user: str
@@ -291,17 +296,24 @@ class SshRunner:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], output: BinaryIO) -> int:
+    def run(self, argv: Sequence[str], env: Mapping[str, str], output: BinaryIO,
+            check_every: float | None = None) -> int:
         """Run argv with env on the host; stdout and stderr go, combined and as they come, to
         `output`; stdin is empty. Returns the exit status (killed by signal N: 128+N; command
         not found: 127, as env says). It returns once every process holding the job's output
         has closed it (a daemon the job leaves behind with its stdout open keeps it waiting).
-        Raises SshError when it could not run, SshLost when the connection ended before the
-        status arrived. One run() at a time per runner (a build host runs one job)."""
+        With `check_every`, the host must run `true` within connect_timeout that often, or
+        the connection is dropped (SshNoAnswer). Raises SshError when it could not run,
+        SshLost when the connection ended before the status arrived. One run() at a time
+        per runner (a build host runs one job)."""
         command = wrapped_command(argv, env, self.stop_grace)
         chan = self._open_session()
         with self._lock:
             self._channel = chan
+        done, frozen = threading.Event(), threading.Event()
+        if check_every:
+            threading.Thread(target=self._watch, args=(check_every, done, frozen),
+                             daemon=True, name=f"watch {self.target.address}").start()
         try:
             chan.set_combine_stderr(True)  # no pty: a pty would change the job's behaviour
             try:
@@ -316,13 +328,25 @@ class SshRunner:
             chan.status_event.wait()  # set by exit-status, exit-signal or the close
             status = chan.exit_status
         finally:
+            done.set()
             with self._lock:
                 self._channel = None
             chan.close()
+        if status < 0 and frozen.is_set():
+            raise SshNoAnswer(f"{self.target.address} stopped answering (no reply within "
+                              f"{self.connect_timeout:g} s); the command may still run there")
         if status < 0:
             raise SshLost(f"connection to {self.target.address} ended before the command "
                           f"reported its exit status; it may still run there")
         return status
+
+    def _watch(self, every: float, done: threading.Event, frozen: threading.Event) -> None:
+        while not done.wait(every):
+            if not self.alive(self.connect_timeout) and not done.is_set():
+                log.warning("%s does not answer; dropping the connection", self.target)
+                frozen.set()
+                self.close()  # run() then ends
+                return
 
     def stop(self) -> bool:
         """End the running command: EOF on its stdin makes the remote wrapper send SIGTERM to

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cq_portage.cq.logsetup import quiet_paramiko
 from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
                                         GroupProfile, config_path, load_config)
 from cq_portage.emerge.pretend import Output, run_pretend
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     if args.verbose:
         logging.getLogger("cq_portage").setLevel(logging.DEBUG)
+    quiet_paramiko(args.verbose)
     try:
         config = load_config(config_path(args.config))
         if args.postsync is not None:

@@ -13,11 +13,10 @@ import io
 import json
 import logging
 import shlex
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cq_portage.cq.ssh import SshError, SshRunner, SshTarget, SshUnreachable
+from cq_portage.cq.ssh import SshError, SshRunner, SshTarget
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import PlanFormatError, plan_from_json
 from cq_portage.emerge.profiles import SshSettings
@@ -124,30 +123,9 @@ class RemoteHost:
                 return 255, str(e)
 
     def _run(self, argv: list[str], out) -> int:
-        """runner.run(), given up when the host stops answering: SshRunner.run() waits as
-        long as the connection lives, and a frozen host keeps TCP up. Every
-        connect_timeout seconds the host must run `true` within as many seconds."""
-        every = self.ssh.connect_timeout
-        done, frozen = threading.Event(), threading.Event()
-
-        def watch() -> None:
-            while not done.wait(every):
-                if not done.is_set() and not self.runner.alive(timeout=every):
-                    frozen.set()
-                    self.runner.close()  # run() then raises SshLost
-                    return
-
-        threading.Thread(target=watch, name=f"watch {self.label}", daemon=True).start()
-        try:
-            return self.runner.run(argv, {}, out)
-        except SshError:
-            if frozen.is_set():
-                raise SshUnreachable(f"{self.target.address} stopped answering (no reply "
-                                     f"within {every:g} s) while cq-emerge waited for it; "
-                                     "what it ran there may still run") from None
-            raise
-        finally:
-            done.set()
+        """runner.run(), given up when the host stops answering (checked every
+        connect_timeout seconds): a frozen host keeps TCP up and the run waiting."""
+        return self.runner.run(argv, {}, out, check_every=self.ssh.connect_timeout)
 
     def close(self) -> None:
         self.runner.close()
