@@ -77,16 +77,23 @@ class Fleet:
                          "connect_timeout": 5}
         self.config.write_text(yaml.safe_dump(config))
 
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(self.config),
+                *args]
+
     def cq_emerge(self, *args: str, timeout: float = 300, **kw):
         """cq-emerge on the admin host (whose own prefix is empty: it plans nothing)."""
-        return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
-                               str(self.config), *args], env=self.admin.env(), text=True,
+        return subprocess.run(self.argv(*args), env=self.admin.env(), text=True,
                               capture_output=True, timeout=timeout, **kw)
+
+    def start_cq_emerge(self, *args: str) -> subprocess.Popen:
+        """The same, running: its output is read as it comes."""
+        return subprocess.Popen(self.argv(*args), env=self.admin.env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def cq_emerge_on(self, host: Host, *args: str, timeout: float = 600):
         """cq-emerge run on the host itself (no SSH), as the host would run it."""
-        return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
-                               str(self.config), *args], env=host.prefix.env(), text=True,
+        return subprocess.run(self.argv(*args), env=host.prefix.env(), text=True,
                               capture_output=True, timeout=timeout)
 
     def cq_emerge_json(self, *args: str) -> tuple[int, dict]:

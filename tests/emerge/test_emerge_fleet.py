@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -217,10 +215,7 @@ def test_host_going_down_after_its_plan_stops_only_its_installs(fleet):
     h7, h8 = fleet.hosts["h7"], fleet.hosts["h8"]
     with fleet.site.server.client() as client:  # the build waits until h7 is down
         blocker = hold_queue(client, 120)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
-         "--group", "flate"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    run = fleet.start_cq_emerge("--group", "flate")
     lines = []
     for line in run.stdout:  # progress lines: plans are in once a build is queued
         lines.append(line)
@@ -245,10 +240,7 @@ def test_interrupted_run_keeps_its_builds_for_the_next(fleet):
     h9 = fleet.hosts["h9"]
     with fleet.site.server.client() as client:
         blocker = hold_queue(client, 120)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
-         "--group", "fint"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    run = fleet.start_cq_emerge("--group", "fint")
     for line in run.stdout:  # the queue position comes while the admin waits for builds
         if "build: fleet-apps/zeta-1: queued (job" in line and "position" in line:
             break
@@ -272,10 +264,7 @@ def test_a_build_ending_out_of_turn_is_handled_at_once(fleet):
     h10 = fleet.hosts["h10"]
     with fleet.site.server.client() as client:
         blocker = hold_queue(client, 120)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
-         "--group", "forder"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    run = fleet.start_cq_emerge("--group", "forder")
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in run.stdout])
     reader.start()
@@ -304,10 +293,7 @@ def test_a_host_that_freezes_is_given_up_and_the_others_finish(fleet):
     h11, h12 = fleet.hosts["h11"], fleet.hosts["h12"]
     with fleet.site.server.client() as client:
         blocker = hold_queue(client, 120)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "cq_portage.emerge.cli", "--config", str(fleet.config),
-         "--group", "ffreeze"], env=fleet.admin.env(), text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    run = fleet.start_cq_emerge("--group", "ffreeze")
     try:
         for line in run.stdout:
             if "build: fleet-apps/iota-1: queued" in line:
