@@ -210,6 +210,21 @@ def test_an_unknown_host_key_is_a_clear_error_and_the_host_stays_down(make_serve
     assert "build host spoofed is down: host key of" in server.log.read_text()
 
 
+def test_a_key_the_host_refuses_is_a_clear_error_and_the_host_stays_down(make_server, sshds):
+    host, other = sshds("refusing"), sshds("stranger")
+    server = make_server({"build_hosts": {
+        "here": None, "refusing": {**ssh_host(host), "key": str(other.client_key)}},
+        "ssh": FAST_SSH})
+    with server.client() as client:
+        down = wait_for(lambda: (h := hosts(client)["refusing"]).state == HOST_DOWN and h,
+                        what="refusing marked down")
+        assert f"refused the key {other.client_key}" in down.error
+        assert "authorized_keys" in down.error
+        job_id = client.submit(["true"]).job_id
+        assert client.wait(job_id).ok and client.status(job_id).host == "here"
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_cancel_stops_a_job_on_a_remote_host(make_server, sshds, tmp_path):
     remote = sshds("cancel")
     server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH})
