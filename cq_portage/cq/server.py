@@ -40,6 +40,9 @@ MAX_WAIT_SECONDS = 300
 LOG_CHUNK = 64 << 10
 LIST_LIMIT = 1000
 PRUNE_SECONDS = 3600
+# What a reload cannot change (ServerConfig field: its name in the config file).
+RESTART_KEYS = {"host": "listen.host", "port": "listen.port", "state_dir": "state_dir",
+                "munge_socket": "munge_socket", "hosts": "build_hosts", "ssh": "ssh"}
 
 
 @dataclass
@@ -166,10 +169,10 @@ class Server:
         except ConfigError as e:
             log.error("SIGHUP: configuration not reloaded, keeping the old one: %s", e)
             return
-        fixed = ("host", "port", "state_dir", "munge_socket", "hosts", "ssh")
-        changed = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
+        changed = [k for k in RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         if changed:
-            log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(changed))
+            log.warning("SIGHUP: %s changed; that takes a restart",
+                        ", ".join(RESTART_KEYS[k] for k in changed))
             new = replace(new, **{k: getattr(self.config, k) for k in changed})
         self.config = new
         if self.local:

@@ -4,6 +4,7 @@ each a host of its own (own host key, client key, port)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -267,6 +268,17 @@ def test_stopping_the_server_ends_a_remote_job_and_records_it(make_server, sshds
     with server.client() as client:
         outcome = client.wait(job_id)
         assert outcome.state == "interrupted" and "not re-run" in outcome.error
+
+
+def test_a_reload_keeps_the_build_hosts_and_says_they_take_a_restart(make_server):
+    server = make_server({"build_hosts": {"here": None}})
+    (server.folder / "cq-server.yaml").write_text(
+        json.dumps({"build_hosts": {"here": {"labels": ["x"]}}}))
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in server.log.read_text(), what="the reload")
+    assert "SIGHUP: build_hosts changed; that takes a restart" in server.log.read_text()
+    with server.client() as client, pytest.raises(Refused, match="no build host has"):
+        client.submit(["true"], labels=["x"])
 
 
 def test_check_hosts_says_which_build_hosts_answer(sshds, tmp_path):
