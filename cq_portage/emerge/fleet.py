@@ -29,7 +29,7 @@ from cq_portage.cq.client import Client, ClientError, Outcome
 from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
-from cq_portage.emerge.pending import Busy, Pending
+from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import profile_to_json
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
@@ -40,7 +40,6 @@ from cq_portage.emerge.update import Summary, Update, wait_all
 
 log = logging.getLogger(__name__)
 EXIT_USAGE, EXIT_NO = 2, 130
-STATE_DIR = "var/lib/cq-portage"
 _MAX_THREADS = 32  # plans fetched at once
 
 
@@ -177,12 +176,12 @@ def _run(config: Config, groups: list[GroupProfile], output: Output, runs: list[
     if ask and not _confirm(jobs, planned, output.colour):
         stdout.write("\nQuitting.\n\n")
         return EXIT_NO
-    return _update(config, groups, runs, planned, jobs, output, stdout, stderr)
+    return _update(config, groups, runs, planned, jobs, hosts_of, output, stdout, stderr)
 
 
 def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
-            planned: list[HostRun], jobs: list[BuildJob], output: Output, stdout: TextIO,
-            stderr: TextIO) -> int:
+            planned: list[HostRun], jobs: list[BuildJob], hosts_of: dict[str, list[str]],
+            output: Output, stdout: TextIO, stderr: TextIO) -> int:
     state_dir = Path(os.environ.get("PORTAGE_OVERRIDE_EPREFIX") or "/") / STATE_DIR
     server = config.server
     client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
@@ -215,7 +214,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
         client.close()
     if fatal:
         stderr.write(f"cq-emerge: {fatal}\n")
-    report(runs, builder.summary, needed_by(runs, jobs), output, stdout, stderr)
+    report(runs, builder.summary, hosts_of, output, stdout, stderr)
     ok = fatal is None and builder.summary.ok and all(run.ok for run in runs)
     return EXIT_OK if ok else EXIT_FAILURE
 

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+STATE_DIR = "var/lib/cq-portage"  # under EROOT: pending jobs, their locks, install logs
+
 
 class Busy(Exception):
     """Another cq-emerge holds the group's lock."""

@@ -12,14 +12,13 @@ from cq_portage.cq.client import Client, ClientError
 from cq_portage.emerge.background import start_update
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
-from cq_portage.emerge.pending import Busy, Pending
+from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output, make_plans
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.emerge.progress import Progress
 from cq_portage.emerge.update import Summary, Update
 
 EXIT_NO = 130  # as emerge answers "No" to --ask
-STATE_DIR = "var/lib/cq-portage"
 
 
 def run_update(config: Config, groups: list[GroupProfile], output: Output, *, ask: bool = False,
