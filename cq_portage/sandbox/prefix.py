@@ -188,6 +188,13 @@ class Prefix:
                 build_id=_read(folder / "BUILD_ID"))
         return found
 
+    def built_against(self, cpv: str) -> dict[str, str]:
+        """What an installed sandbox package saw when it was built (Ebuild.records):
+        "-d ATOM" (DEPEND, in the sysroot) and "-b ATOM" (BDEPEND) -> cpv, or "none"."""
+        text = (self.path / "usr/share/cqtest" / cpv.split("/", 1)[1]).read_text()
+        return {" ".join(line.split()[:2]): line.split()[2]
+                for line in text.splitlines()[1:] if line.startswith("-")}
+
 
 def enabled_use(use: str, iuse: str) -> frozenset[str]:
     """Enabled flags of a USE string, limited to IUSE (defaults "+x" stripped)."""

@@ -29,13 +29,16 @@ KEYWORDS="{keywords}"
 IUSE="{iuse}"
 DEPEND="{depend}"
 RDEPEND="{rdepend}"
+BDEPEND="{bdepend}"
 S="${{WORKDIR}}"
 
 src_install() {{
-{fail}	# One file per version and slot, so slots never collide; it records the USE built with.
+{fail}	# One file per version and slot, so slots never collide; it records the USE built with,
+	# then what the build saw of each recorded atom: "-d ATOM CPV" (the sysroot, DEPEND) and
+	# "-b ATOM CPV" (the build root, BDEPEND), "none" when it was not there.
 	insinto /usr/share/cqtest
 	echo "${{PF}} ${{USE}}" > "${{T}}/${{PF}}" || die
-	doins "${{T}}/${{PF}}"
+{records}	doins "${{T}}/${{PF}}"
 }}
 {preinst}"""
 
@@ -49,10 +52,12 @@ class Ebuild:
     slot: str = "0"
     depend: str = ""
     rdepend: str = ""
+    bdepend: str = ""
     keywords: str = "amd64"
     eapi: str = "8"
     dies: bool = False  # src_install fails: a build that breaks
     dies_on_merge: bool = False  # pkg_preinst fails: builds fine, cannot be installed
+    records: tuple[str, ...] = ()  # atoms whose best_version the build writes down (see text)
 
     @property
     def category(self) -> str:
@@ -74,13 +79,17 @@ class Ebuild:
         return _EBUILD_TEMPLATE.format(
             eapi=self.eapi, description=f"generated test package {self.pf}", pn=self.pn,
             slot=self.slot, keywords=self.keywords, iuse=" ".join(self.iuse),
-            depend=self.depend, rdepend=self.rdepend,
+            depend=self.depend, rdepend=self.rdepend, bdepend=self.bdepend,
+            records="".join(f'\techo "-{root} {atom} $(best_version -{root} {atom} || echo none)"'
+                            f' >> "${{T}}/${{PF}}" || die\n'
+                            for atom in self.records for root in "db"),
             fail='\tdie "${PF} fails to build, on purpose"\n' if self.dies else "",
             preinst='\npkg_preinst() {\n\tdie "${PF} refuses to be installed, on purpose"\n}\n'
             if self.dies_on_merge else "")
 
     def cache_entry(self, ebuild_md5: str) -> str:
         values = {
+            "BDEPEND": self.bdepend,
             "DEFINED_PHASES": "install preinst" if self.dies_on_merge else "install",
             "DEPEND": self.depend,
             "DESCRIPTION": f"generated test package {self.pf}", "EAPI": self.eapi,
