@@ -47,7 +47,7 @@ HOST_UP: HostState
 HOST_DOWN: HostState
 
 class cq_req(_message.Message):
-    __slots__ = ("command", "args", "env", "protocol", "op", "job_id", "request_id", "dedupe_key", "wait_seconds", "log_offset", "labels")
+    __slots__ = ("command", "args", "env", "protocol", "op", "job_id", "request_id", "dedupe_key", "wait_seconds", "log_offset", "labels", "after")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class cq_req(_message.Message):
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LOG_OFFSET_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     command: str
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.RepeatedScalarFieldContainer[str]
@@ -70,10 +71,11 @@ class cq_req(_message.Message):
     wait_seconds: int
     log_offset: int
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., protocol: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., job_id: _Optional[int] = ..., request_id: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., wait_seconds: _Optional[int] = ..., log_offset: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    after: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., protocol: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., job_id: _Optional[int] = ..., request_id: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., wait_seconds: _Optional[int] = ..., log_offset: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class job_info(_message.Message):
-    __slots__ = ("id", "state", "args", "requester_uid", "requester_gid", "submitted", "started", "finished", "internal_status", "exit_status", "error", "position", "waiters", "log_path", "dedupe_key", "run_as", "host", "labels", "attempts")
+    __slots__ = ("id", "state", "args", "requester_uid", "requester_gid", "submitted", "started", "finished", "internal_status", "exit_status", "error", "position", "waiters", "log_path", "dedupe_key", "run_as", "host", "labels", "attempts", "after")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +95,7 @@ class job_info(_message.Message):
     HOST_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: JobState
     args: _containers.RepeatedScalarFieldContainer[str]
@@ -112,7 +115,8 @@ class job_info(_message.Message):
     host: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     attempts: int
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., args: _Optional[_Iterable[str]] = ..., requester_uid: _Optional[int] = ..., requester_gid: _Optional[int] = ..., submitted: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., error: _Optional[str] = ..., position: _Optional[int] = ..., waiters: _Optional[int] = ..., log_path: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., run_as: _Optional[str] = ..., host: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., attempts: _Optional[int] = ...) -> None: ...
+    after: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., args: _Optional[_Iterable[str]] = ..., requester_uid: _Optional[int] = ..., requester_gid: _Optional[int] = ..., submitted: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., internal_status: _Optional[int] = ..., exit_status: _Optional[int] = ..., error: _Optional[str] = ..., position: _Optional[int] = ..., waiters: _Optional[int] = ..., log_path: _Optional[str] = ..., dedupe_key: _Optional[str] = ..., run_as: _Optional[str] = ..., host: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., attempts: _Optional[int] = ..., after: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class host_info(_message.Message):
     __slots__ = ("name", "url", "labels", "state", "job_id", "since", "error")
