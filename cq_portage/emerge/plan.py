@@ -1,4 +1,7 @@
-"""What `emerge --update --deep --newuse` would merge for a group, from Portage's own API.
+"""What `emerge --update --deep --newuse --usepkg --binpkg-respect-use=y` would merge for a
+group, from Portage's own API: Portage's resolver decides each package's binary or build, with
+all of its rules for rejecting a binary package (USE, IUSE, sub-slots of built slot-operator
+deps, --usepkg-exclude, user patches, SLOT, KEYWORDS, changed deps); nothing here second-guesses it.
 
 One `Planner` loads Portage once (configuration, installed-package database, repositories,
 PKGDIR index) and resolves any number of groups against it: each group gets its own
@@ -41,7 +44,8 @@ from cq_portage.emerge.profiles import GroupProfile
 log = logging.getLogger(__name__)
 
 # Emerge's own options for the plan, parsed by emerge's own parser.
-UPDATE_OPTIONS = ("--update", "--deep", "--newuse", "--pretend")
+UPDATE_OPTIONS = ("--update", "--deep", "--newuse", "--usepkg", "--binpkg-respect-use=y",
+                  "--pretend")
 _ROOT_VARS = (("config_root", "PORTAGE_CONFIGROOT"), ("target_root", "ROOT"),
               ("sysroot", "SYSROOT"), ("eprefix", "EPREFIX"))
 
@@ -52,8 +56,8 @@ BINARY = "binary"
 @dataclass(frozen=True)
 class PlanEntry:
     """One package to merge. `use` is the enabled USE within IUSE, USE_EXPAND flags as
-    Portage stores them (abi_x86_64); `action` is BINARY when PKGDIR has an instance of this
-    version built with exactly this USE, else BUILD."""
+    Portage stores them (abi_x86_64); `action` is BINARY when Portage's resolver took a
+    binary package (instance `binary_build_id`), else BUILD."""
 
     cpv: str
     repo: str
@@ -66,10 +70,15 @@ class PlanEntry:
     binary_build_id: int | None = None
     package_use: tuple[str, ...] = ()  # flags of the group's package_use lines matching it
     depends: tuple[str, ...] = ()  # cpvs of earlier entries it needs (build or run time)
+    # cp:SLOT/SUB_SLOT its slot-operator (:=) deps resolved to: what a build is made against
+    built_against: tuple[str, ...] = ()
+    # cpvs that must be merged in the same emerge: a library whose new sub-slot forces
+    # rebuilds, and those rebuilds (installing one without the others is a slot conflict)
+    merge_with: tuple[str, ...] = ()
 
     @property
     def atom(self) -> str:
-        return f"={self.cpv}"
+        return f"={self.cpv}::{self.repo}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ class Planner:
         return self._setup.settings
 
     def plan(self, group: GroupProfile) -> Plan:
+        self._populate_bintree()
         with _captured() as output:
             trees = group_trees(self._setup.trees, self._setup.environ, group)
             root = trees._target_eroot
@@ -181,8 +191,11 @@ class Planner:
                 uninstalls.append(task.cpv)
         use_expand = tuple(v.lower() for v in settings.get("USE_EXPAND", "").split())
         depends = _plan_dependencies(graph, merges)
-        return Plan(group=group, entries=tuple(self._entry(pkg, trees, group, depends[pkg])
-                                               for pkg in merges),
+        against = _built_against(graph, merges)
+        merge_with = _merge_sets(graph, merges)
+        return Plan(group=group,
+                    entries=tuple(self._entry(pkg, trees, group, depends[pkg], against[pkg],
+                                              merge_with[pkg]) for pkg in merges),
                     use_expand=use_expand, uninstalls=tuple(uninstalls))
 
     def plan_all(self, groups: Iterable[GroupProfile], jobs: int | None = None
@@ -219,38 +232,27 @@ class Planner:
         _log_output(output)
 
     def _entry(self, pkg: Package, trees: portage._trees_dict, group: GroupProfile,
-               depends: tuple[str, ...] = ()) -> PlanEntry:
-        iuse = tuple(sorted(pkg.iuse.all))
-        use = tuple(sorted(pkg.use.enabled & pkg.iuse.all))
+               depends: tuple[str, ...], built_against: tuple[str, ...],
+               merge_with: tuple[str, ...]) -> PlanEntry:
         operation, replaces = _operation(pkg, trees[pkg.root]["vartree"].dbapi)
-        build_id = self._binary_instance(pkg, set(iuse), set(use))
-        return PlanEntry(cpv=str(pkg.cpv), repo=pkg.repo, slot=pkg.slot, use=use, iuse=iuse,
-                         action=BUILD if build_id is None else BINARY, operation=operation,
-                         replaces=replaces, binary_build_id=build_id,
+        binary = pkg.type_name == "binary"
+        return PlanEntry(cpv=str(pkg.cpv), repo=pkg.repo, slot=pkg.slot,
+                         use=tuple(sorted(pkg.use.enabled & pkg.iuse.all)),
+                         iuse=tuple(sorted(pkg.iuse.all)),
+                         action=BINARY if binary else BUILD, operation=operation,
+                         replaces=replaces,
+                         binary_build_id=(pkg.cpv.build_id or 0) if binary else None,
                          package_use=matching_package_use(pkg, group.package_use),
-                         depends=depends)
+                         depends=depends, built_against=built_against,
+                         merge_with=merge_with)
 
     def _populate_bintree(self) -> None:
+        """Read PKGDIR's index, as emerge does for --usepkg before it resolves."""
         if not self._bintree_populated:
             with _captured() as output:
                 self._setup.trees[self._setup.trees._target_eroot]["bintree"].populate()
             _log_output(output)
             self._bintree_populated = True
-
-    def _binary_instance(self, pkg: Package, iuse: set[str], use: set[str]) -> int | None:
-        """BUILD_ID of a PKGDIR instance of pkg's version with the same IUSE and enabled
-        USE (the check --binpkg-respect-use=y makes), or None."""
-        self._populate_bintree()
-        bindb = self._setup.trees[pkg.root]["bintree"].dbapi
-        for instance in bindb.match(Atom(f"={pkg.cpv}")):
-            bin_iuse_text, bin_use_text, repo = bindb.aux_get(instance,
-                                                              ["IUSE", "USE", "repository"])
-            bin_iuse = {flag.lstrip("+-") for flag in bin_iuse_text.split()}
-            if repo and repo != pkg.repo or bin_iuse != iuse:
-                continue
-            if set(bin_use_text.split()) & bin_iuse == use:
-                return getattr(instance, "build_id", None) or 0
-        return None
 
 
 def _plan_dependencies(graph, merges: list[Package]) -> dict[Package, tuple[str, ...]]:
@@ -273,6 +275,35 @@ def _plan_dependencies(graph, merges: list[Package]) -> dict[Package, tuple[str,
                 stack.extend(digraph.child_nodes(node))
         result[pkg] = tuple(sorted(found))
     return result
+
+
+def _built_against(graph, merges: list[Package]) -> dict[Package, tuple[str, ...]]:
+    """For each merge, the slot and sub-slot each of its slot-operator deps resolved to:
+    the part of what a package is built against that its binary package records (and
+    that makes Portage reject a binary built against another sub-slot)."""
+    found: dict[Package, set[str]] = {pkg: set() for pkg in merges}
+    for deps in graph._dynamic_config._slot_operator_deps.values():
+        for dep in deps:
+            if dep.parent in found and isinstance(dep.child, Package):
+                child = dep.child
+                found[dep.parent].add(f"{child.cp}:{child.slot}/{child.sub_slot}")
+    return {pkg: tuple(sorted(against)) for pkg, against in found.items()}
+
+
+def _merge_sets(graph, merges: list[Package]) -> dict[Package, tuple[str, ...]]:
+    """For each merge, the other merges that must go in the same emerge: a package whose
+    update forces slot-operator rebuilds and those rebuilds, as Portage reports them
+    ("X causes rebuilds for Y"), joined transitively."""
+    graph._compute_abi_rebuild_info()
+    in_plan = {pkg: str(pkg.cpv) for pkg in merges}
+    joined: dict[str, set[str]] = {cpv: {cpv} for cpv in in_plan.values()}
+    for per_root in graph._forced_rebuilds.values():
+        for cause, rebuilt in per_root.items():
+            members = [in_plan[p] for p in (cause, *rebuilt) if p in in_plan]
+            union = set().union(*(joined[m] for m in members)) if members else set()
+            for member in union:
+                joined[member] = union
+    return {pkg: tuple(sorted(joined[cpv] - {cpv})) for pkg, cpv in in_plan.items()}
 
 
 def _operation(pkg: Package, vardb) -> tuple[str, str | None]:
