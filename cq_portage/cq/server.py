@@ -36,6 +36,7 @@ from .wire import BadRequest, Op, Request, State, Status, build_reply, credentia
 log = logging.getLogger(__name__)
 
 BATCH = 512  # requests taken off the socket before one round of work
+MAX_ID = (1 << 63) - 1  # what SQLite's INTEGER (job ids) and a file offset can hold
 MAX_WAIT_SECONDS = 300
 LOG_CHUNK = 64 << 10
 LIST_LIMIT = 1000
@@ -91,6 +92,7 @@ class Server:
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
         self._stop = asyncio.Event()
+        self.failed = False  # stopped by an internal error: exit status 1
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -114,7 +116,10 @@ class Server:
     async def _prune_hourly(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_SECONDS)
-            self.prune()
+            try:
+                self.prune()
+            except Exception as e:  # e.g. a full disk: next hour
+                log.error("cannot forget old jobs: %s: %s", type(e).__name__, e)
 
     async def serve(self, on_ready=None) -> None:
         self.recover()
@@ -142,11 +147,22 @@ class Server:
         log.info("cq-server listening on %s (%d queued)", endpoint, counts.get("queued", 0))
         if on_ready:
             on_ready()
-        runners = asyncio.create_task(self.runners.run())
-        receiver = asyncio.create_task(self._receive())
-        handler = asyncio.create_task(self._handle())
-        pruner = asyncio.create_task(self._prune_hourly())
-        await self._stop.wait()
+        runners = asyncio.create_task(self.runners.run(), name="runners")
+        receiver = asyncio.create_task(self._receive(), name="receiver")
+        handler = asyncio.create_task(self._handle(), name="handler")
+        pruner = asyncio.create_task(self._prune_hourly(), name="pruner")
+        stop = asyncio.create_task(self._stop.wait())
+        # A part that ends by itself is a bug: stop with one line rather than go deaf.
+        done, _ = await asyncio.wait({stop, runners, receiver, handler, pruner},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if stop not in done:
+            task = done.pop()
+            error = task.exception() if not task.cancelled() else None
+            log.critical("stopping: internal error, the %s ended: %s", task.get_name(),
+                         f"{type(error).__name__}: {error}" if error else "no error",
+                         exc_info=error)
+            self.failed = True
+            stop.cancel()
         log.info("stopping: no new requests")
         for task in (receiver, handler, pruner):
             task.cancel()
@@ -197,18 +213,38 @@ class Server:
                 batch.append(self._inbox.get_nowait())
             submissions = []
             for frames, decoding in batch:
-                outcome = await decoding
                 envelope = [f.bytes for f in frames[:-1]]
-                if isinstance(outcome, Refusal):
-                    log.warning("refused request from %s: %s", _peer(frames), outcome.reason)
-                    await self._reply(envelope, build_reply(outcome.status, 0,
-                                                            error=outcome.reason))
-                elif outcome.request.op == Op.SUBMIT:
-                    submissions.append((envelope, outcome))
-                else:
-                    await self._answer(envelope, outcome)
+                try:
+                    outcome = await decoding
+                    if isinstance(outcome, Refusal):
+                        log.warning("refused request from %s: %s", _peer(frames),
+                                    outcome.reason)
+                        await self._reply(envelope, build_reply(outcome.status, 0,
+                                                                error=outcome.reason))
+                    elif outcome.request.op == Op.SUBMIT:
+                        submissions.append((envelope, outcome))
+                    else:
+                        await self._answer(envelope, outcome)
+                except Exception as e:  # one request's bug must not stop the others
+                    await self._internal_error(envelope, e)
             if submissions:
-                await self._submit(submissions)
+                try:
+                    await self._submit(submissions)
+                except Exception as e:
+                    for envelope, _ in submissions:
+                        await self._internal_error(envelope, e)
+
+    async def _internal_error(self, envelope: list[bytes], e: Exception) -> None:
+        """An unexpected exception while answering: a log record with the traceback, an
+        error reply, and the server goes on."""
+        log.error("internal error while answering a request: %s: %s", type(e).__name__, e,
+                  exc_info=e)
+        try:
+            await self._reply(envelope, build_reply(
+                Status.SERVER_ERROR, 0, error=f"internal error in cq-server ({type(e).__name__}: "
+                                              f"{str(e)[:200]}); its log has the details"))
+        except Exception:  # the reply cannot be sent either: the client times out and retries
+            log.exception("cannot send the internal-error reply")
 
     def _authenticate(self, frames: list[zmq.Frame]) -> Authed | Refusal:
         """Runs in a worker thread: credential, authorization, then the payload."""
@@ -277,6 +313,10 @@ class Server:
         if req.op == Op.LIST:
             await self._reply(envelope, self._list_reply())
             return
+        if not 0 <= req.job_id <= MAX_ID or not 0 <= req.log_offset <= MAX_ID:
+            await self._reply(envelope, build_reply(
+                Status.REFUSED, 0, error=f"job id or log offset out of range (0 to {MAX_ID})"))
+            return
         job = self._job(req.job_id)
         if job is None:
             await self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
@@ -299,8 +339,7 @@ class Server:
     def _wait_expired(self, job_id: int, waiter: Waiter) -> None:
         if waiter in self.waiters.get(job_id, []):
             self.waiters[job_id].remove(waiter)
-            job = self._job(job_id)
-            asyncio.ensure_future(self._reply(waiter.envelope, self._job_reply(job)))
+            asyncio.ensure_future(self._reply_later(waiter.envelope, job_id))
 
     def _job_reply(self, job: Job, legacy: bool = False) -> bytes:
         r = job.result
@@ -323,8 +362,9 @@ class Server:
         if job.log_path:
             try:
                 with open(job.log_path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read(LOG_CHUNK)
+                    if offset < os.fstat(f.fileno()).st_size:  # a file system's own limit
+                        f.seek(offset)                        # may be below MAX_ID
+                        data = f.read(LOG_CHUNK)
             except FileNotFoundError:
                 pass
         eof = job.state.ended and len(data) < LOG_CHUNK
@@ -360,8 +400,16 @@ class Server:
         for waiter in self.waiters.pop(job.id, []):
             if waiter.timer:
                 waiter.timer.cancel()
-            asyncio.ensure_future(self._reply(waiter.envelope,
-                                              self._job_reply(job, legacy=waiter.legacy)))
+            asyncio.ensure_future(self._reply_later(waiter.envelope, job.id, job,
+                                                    legacy=waiter.legacy))
+
+    async def _reply_later(self, envelope: list[bytes], job_id: int, job: Job | None = None,
+                           legacy: bool = False) -> None:
+        """A waiter's answer, from a timer or a job's end: errors as in _handle."""
+        try:
+            await self._reply(envelope, self._job_reply(job or self._job(job_id), legacy))
+        except Exception as e:
+            await self._internal_error(envelope, e)
 
 
 def _peer(frames: list[zmq.Frame]) -> str:
