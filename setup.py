@@ -34,6 +34,7 @@ setup(
             "cq_client = cq_portage.cq.client_cli:main",
             "cq-emerge = cq_portage.emerge.cli:main",
             "cq-emerge-hook = cq_portage.emerge.dedupe_hook:main",
+            "cq-build-root = cq_portage.buildroot.cli:main",
         ]
     },
 )
