@@ -9,11 +9,13 @@ PYTEST_ARGS ?=
 
 .PHONY: test demo bench sysdeps venv proto clean
 
-# System packages: munge for MUNGE, openssh-server for the SSH tests.
+# System packages: munge for MUNGE, openssh-server for the SSH tests, a static busybox
+# for the chroot build-root tests (a minimal chroot of one binary).
 sysdeps:
 	@missing=""; \
 	command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh"; \
+	{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing="$$missing busybox-static"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo ">>> installing system packages:$$missing"; \
@@ -21,8 +23,10 @@ sysdeps:
 		pkgs=$$(echo "$$missing" | sed -e 's/openssh/openssh-server/' -e 's/python-venv/python3-venv/'); \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
 	elif command -v emerge >/dev/null 2>&1; then \
-		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//'); \
-		emerge --noreplace --quiet $$pkgs; \
+		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//' -e 's/busybox-static/sys-apps\/busybox/'); \
+		case "$$missing" in *busybox-static*) use=/etc/portage/package.use; \
+			[ -d $$use ] && use=$$use/cq-portage-tests; echo 'sys-apps/busybox static' >> $$use;; esac; \
+		emerge --update --newuse --quiet $$pkgs; \
 	else echo "no apt-get or emerge: install$$missing by hand" >&2; exit 1; fi
 
 $(VENV)/.installed: setup.py

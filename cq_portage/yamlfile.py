@@ -23,7 +23,28 @@ class Node(dict):
     lines: dict[str, int]
 
 
-class _Loader(yaml.SafeLoader):
+MAX_DEPTH = 100  # far beyond any real config; PyYAML's composer recurses once a level
+
+
+class SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses nesting deeper than MAX_DEPTH with a marked error (the
+    file's line), where 50,000 levels would otherwise end in a RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Loader(SafeLoader):
     pass
 
 

@@ -17,8 +17,15 @@ from .runner import Stopped
 log = logging.getLogger("cq-build-root")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (and status 2), as every other error here."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cq-build-root",
         description="Per-group build roots with their own installed packages (vdb): a "
         "chroot on a Gentoo build host, a prefix on a prefix host. Build jobs run inside "
@@ -29,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where the roots live (default: ${ROOTS_ENV}, else "
                         f"EPREFIX/{ROOTS_UNDER_EPREFIX})")
     parser.add_argument("--verbose", "-v", action="store_true")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=_Parser)
     create = commands.add_parser("create", help="make a group's root and its Portage config")
     create.add_argument("group", metavar="GROUP")
     create.add_argument("--kind", choices=KINDS,

@@ -101,7 +101,7 @@ def _write_make_conf(path: Path, host: HostPortage, inside: str) -> None:
 
 def quote(value: str) -> str:
     """A make.conf double-quoted string that Portage reads back as `value` unexpanded."""
-    for char in ("\\", '"', "$", "`"):
+    for char in ("\\", '"', "$"):  # what Portage's getconfig reads specially
         value = value.replace(char, "\\" + char)
     return f'"{value}"'
 

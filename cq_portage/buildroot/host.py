@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from .roots import BuildRootError
+
 log = logging.getLogger(__name__)
 
 # Values Portage puts into make.conf's layer itself; a root gets its own.
@@ -44,7 +46,14 @@ class HostPortage:
     def settings(self):
         import portage  # noqa: PLC0415
 
-        return portage.settings
+        try:
+            settings = portage.settings
+            settings["PKGDIR"]  # the lazy proxy loads here: fail now, in one line
+            return settings
+        except Exception as e:  # noqa: BLE001 - Portage raises anything on a broken config
+            raise BuildRootError(f"cannot read the build host's Portage configuration "
+                                 f"(EPREFIX {portage.const.EPREFIX or '/'}): "
+                                 f"{type(e).__name__}: {e}") from None
 
     @property
     def eprefix(self) -> str:

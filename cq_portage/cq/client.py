@@ -116,16 +116,20 @@ class Client:
 
     def submit(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
                dedupe_key: str | None = None, legacy: bool = False,
-               labels: Iterable[str] = ()) -> Submitted | Outcome:
-        """Queue a job, to run on a build host that has all of `labels`. Against the original
-        server (which knows no labels) this blocks and returns its Outcome.
+               labels: Iterable[str] = (), after: Iterable[int] = ()) -> Submitted | Outcome:
+        """Queue a job, to run on a build host that has all of `labels`, once the jobs
+        `after` names have ended DONE with exit status 0 (if one ends otherwise, the job
+        fails without running). Against the original server (which knows neither) this
+        blocks and returns its Outcome: a job there starts after the ones submitted before,
+        but runs even if they failed.
 
         The original server answers only when the job has ended, so by default a job of
         longer than `timeout` on it looks like a server that does not answer; `legacy`
         waits for as long as the connection lives instead.
         """
         payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=uuid.uuid4().hex,
-                                dedupe_key=dedupe_key, labels=list(labels) or None)
+                                dedupe_key=dedupe_key, labels=list(labels) or None,
+                                after=list(after) or None)
         try:
             rep = self._call(payload, answer_timeout=None if legacy else self.timeout)
         except ServerSilent as e:
@@ -149,8 +153,8 @@ class Client:
     def run(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
             dedupe_key: str | None = None, legacy: bool = False,
             on_update: Callable[[pb.cq_rep], None] | None = None,
-            labels: Iterable[str] = ()) -> Outcome:
-        submitted = self.submit(argv, env, dedupe_key, legacy, labels)
+            labels: Iterable[str] = (), after: Iterable[int] = ()) -> Outcome:
+        submitted = self.submit(argv, env, dedupe_key, legacy, labels, after)
         if isinstance(submitted, Outcome):
             return submitted
         return self.wait(submitted.job_id, on_update)

@@ -20,7 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from .auth import AuthError, Munge
 from .client import Client, ClientError, Outcome
 from .cq_pb2 import HOST_DOWN
-from .wire import DEFAULT_PORT, BadRequest, State, parse_env, parse_labels
+from .wire import DEFAULT_PORT, BadRequest, Limits, State, parse_after, parse_env, parse_labels
 
 NOT_RUN = 255
 
@@ -28,8 +28,8 @@ NOT_RUN = 255
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cq-client", add_help=False,
-        usage="cq-client [-h HOST] [-p PORT] [-E NAME=value]... [-L LABEL]... [-P SCRIPT] "
-              "[--detach] "
+        usage="cq-client [-h HOST] [-p PORT] [-E NAME=value]... [-L LABEL]... "
+              "[-A ID[,ID...]]... [-P SCRIPT] [--detach] "
               "-- COMMAND [ARG]...\n       cq-client [-h HOST] [-p PORT] "
               "(--wait ID [-P SCRIPT] | --status ID | --list | --cancel ID | --log ID)",
         description="Run a command on a cq server's queue, authenticated with MUNGE.")
@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-L", "--label", dest="labels", action="append", default=[],
                    metavar="LABEL", help="run only on a build host with this label, e.g. "
                                          "an architecture (repeatable: all of them)")
+    p.add_argument("-A", "--after", dest="after", action="append", default=[],
+                   metavar="ID[,ID...]", help="start only once these jobs have ended with "
+                   "exit status 0; if one ends otherwise, fail without running (repeatable)")
     p.add_argument("-P", dest="post", metavar="SCRIPT",
                    help="run SCRIPT INTERNAL_STATUS EXIT_STATUS when the job has ended "
                         "(CQ_JOB_ID is set in its environment)")
@@ -80,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_env(args.env)
         parse_labels(args.labels)
+        after = parse_after_option(args.after)
     except BadRequest as e:
         p.error(str(e))
+    if after and not submitting:
+        p.error("--after goes with a command to submit")
     client = Client(args.host, args.port, Munge(args.munge_socket), args.timeout)
     try:
         if args.list:
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             return show_log(client, args.log, args.follow)
         if args.detach:
             submitted = client.submit(command, args.env, legacy=args.legacy,
-                                      labels=args.labels)
+                                      labels=args.labels, after=after)
             if isinstance(submitted, Outcome):  # the original server ran it already
                 return finish(args, submitted)
             print(submitted.job_id)
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = client.wait(args.wait, progress)
             else:
                 outcome = client.run(command, args.env, legacy=args.legacy, on_update=progress,
-                                     labels=args.labels)
+                                     labels=args.labels, after=after)
         finally:
             progress.done()  # end the updating line before anything else is printed
         return finish(args, outcome)
@@ -119,6 +125,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         client.close()
+
+
+def parse_after_option(values: list[str]) -> list[int]:
+    """-A 3,4 -A 5: job ids, checked as the server checks them."""
+    ids = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip().isdigit():
+                raise BadRequest(f"bad job id {part.strip()[:40]!r} in --after: want "
+                                 "numbers, e.g. -A 3,4")
+            ids.append(int(part))
+    return list(parse_after(ids, Limits(max_after=1 << 20)))  # the server has the limit
+
+
+def _waiting(j) -> bool:
+    """Queued behind the jobs in its `after`: the server gives it no position."""
+    return j.state == State.QUEUED and bool(j.after) and not j.HasField("position")
+
+
+def _after(j) -> str:
+    return ", ".join(map(str, j.after))
 
 
 def say(args, text: str) -> None:
@@ -139,6 +166,8 @@ class Progress:
         text = f"job {rep.job_id} {State.Name(rep.state).lower()}"
         if info is not None and info.HasField("position"):
             text += f" (position {info.position})"
+        elif info is not None and _waiting(info):
+            text += f" (after {_after(info)})"
         elif info is not None and info.host:
             text += f" on {info.host}"
         if text != self.last:
@@ -215,6 +244,8 @@ def show_list(client: Client, as_json: bool) -> int:
         state = State.Name(j.state).lower()
         if j.HasField("position"):
             state += f" #{j.position}"
+        elif _waiting(j):
+            state += f" (after {_after(j)})"
         elif j.state not in (State.QUEUED, State.RUNNING):
             state += f" {j.exit_status}" if j.internal_status == 0 else ""
         labels = f"[{' '.join(j.labels)}] " if j.labels else ""
@@ -229,11 +260,14 @@ def show_status(client: Client, job_id: int, as_json: bool) -> int:
         print(json.dumps(MessageToDict(j, preserving_proto_field_name=True)))
         return 0
     print(f"job {j.id}: {State.Name(j.state).lower()}"
-          + (f" (position {j.position})" if j.HasField("position") else ""))
+          + (f" (position {j.position})" if j.HasField("position") else "")
+          + (" (waiting for the jobs it runs after)" if _waiting(j) else ""))
     print(f"  command:   {' '.join(j.args)}")
     print(f"  requester: {_user(j.requester_uid)} (uid {j.requester_uid}), runs as {j.run_as}")
     if j.labels:
         print(f"  labels:    {' '.join(j.labels)}")
+    if j.after:
+        print(f"  after:     {_after(j)}")
     if j.host:
         print(f"  host:      {j.host}" + (f" (attempt {j.attempts})" if j.attempts > 1 else ""))
     if j.state not in (State.QUEUED, State.RUNNING):

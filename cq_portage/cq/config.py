@@ -103,7 +103,8 @@ def load_config(path: str | Path | None) -> ServerConfig:
         values["env_policy"] = EnvPolicy(DEFAULT_DENY + tuple(deny))
     if "limits" in data:
         lim = c.mapping(data["limits"], "limits",
-                        {"max_request_bytes", "max_args", "max_env", "max_string_bytes"})
+                        {"max_request_bytes", "max_args", "max_env", "max_string_bytes",
+                         "max_after"})
         for key in lim:
             if c.get(lim, key, int) <= 0:
                 raise c.error(lim, key, f"{key} must be positive")

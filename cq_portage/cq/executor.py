@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 from .auth import groups_of
 from .environment import EnvPolicy
 from .job import Job, JobState, Result
+from .statedir import NOFOLLOW, open_under
 from .wire import Status
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Executor:
     server_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     workdir: str = "/"
     running_file: Path | None = None  # which process runs which job, for after a crash
+    log_root: Path | None = None  # job logs lie under it, reached without following links
     base_env: dict[str, str] = field(init=False, repr=False)
     _current: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _stopping: str | None = field(default=None, init=False)
@@ -58,10 +61,10 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.set_policy(self.policy)
-        self._log_folder: Path | None = None
         self._running_fd = None
         if self.running_file:
-            self._running_fd = os.open(self.running_file, os.O_RDWR | os.O_CREAT, 0o640)
+            self._running_fd = os.open(self.running_file, os.O_RDWR | os.O_CREAT | NOFOLLOW,
+                                       0o640)
 
     def set_policy(self, policy: EnvPolicy) -> None:
         """Takes effect from the next job (a reload does not touch the running one)."""
@@ -72,16 +75,21 @@ class Executor:
         """Run `job` to its end (blocking; the server calls it in a worker thread)."""
         env = self.policy.effective(self.base_env, job.env)
         env[JOB_ID_VAR] = str(job.id)
-        log_path = Path(job.log_path)
-        if log_path.parent != self._log_folder:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_folder = log_path.parent
         ids = {}
         if job.run_as.uid is not None:
             ids = dict(user=job.run_as.uid, group=job.run_as.gid,
                        extra_groups=groups_of(job.run_as.uid, job.run_as.gid))
-        # Appended to: a job requeued from a build host that went down keeps what it wrote there.
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640), "wb") as out:
+        try:
+            fd = self._open_log(job)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+                msg = f"cannot open its log {job.log_path}: {e.strerror} (refused)"
+                return Result(JobState.FAILED, Status.EXEC_FAILED, 127, msg)
+            # A failing disk must not stop the build: it runs, its output is lost.
+            log.warning("job %d: cannot open its log %s (%s); it runs without one", job.id,
+                        job.log_path, e.strerror)
+            fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        with open(fd, "wb") as out:
             try:
                 with self._lock:
                     self._stopping = None
@@ -106,6 +114,14 @@ class Executor:
                           Status.CANCELLED if stopping == "cancel" else Status.INTERRUPTED,
                           exit_status(returncode), STOP_REASONS[stopping])
         return Result(JobState.DONE, Status.RAN, exit_status(returncode))
+
+    def _open_log(self, job: Job) -> int:
+        """Appended to: a job requeued from a build host that went down keeps what it wrote
+        there. No symbolic link is followed on the way (one planted in the state dir)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        if self.log_root is None:
+            return os.open(job.log_path, flags | NOFOLLOW, 0o640)
+        return open_under(self.log_root, job.log_path, flags, mkdir=True)
 
     def check(self) -> None:
         """This machine is always there (a remote executor raises HostDown when not)."""

@@ -3,7 +3,8 @@
 It reads {"job": {...}, "queue": [...]} as JSON on stdin (the queue: the running job, then
 the queued ones) and answers on stdout with one of {"action": "accept"},
 {"action": "merge", "job": ID} (a queued or the running job; the new submitter waits for
-its result) or {"action": "reject", "reason": "..."}.
+its result, and the job keeps its own "after": the ids of the jobs it waits for) or
+{"action": "reject", "reason": "..."}.
 A hook that fails, times out or answers anything else rejects the job, saying why.
 """
 
@@ -30,7 +31,7 @@ def job_json(job: Job) -> dict:
     return {"id": job.id, "state": job.state.value, "command": job.command,
             "argv": list(job.argv), "env": dict(job.env), "dedupe_key": job.dedupe_key,
             "requester_uid": job.requester_uid, "requester_gid": job.requester_gid,
-            "run_as": str(job.run_as), "submitted": job.submitted}
+            "run_as": str(job.run_as), "submitted": job.submitted, "after": list(job.after)}
 
 
 def parse_decision(text: str) -> Decision:

@@ -37,6 +37,19 @@ class Result:
     exit_status: int = 0
     error: str | None = None
 
+    @property
+    def ok(self) -> bool:
+        """What a job that runs after this one needs."""
+        return (self.state == JobState.DONE and self.internal_status == Status.RAN
+                and self.exit_status == 0)
+
+    @property
+    def how(self) -> str:
+        """How it ended, in a few words: 'exit status 1', 'cancelled', ..."""
+        if self.state == JobState.DONE:
+            return f"exit status {self.exit_status}"
+        return self.state.value
+
 
 @dataclass(frozen=True)
 class RunAs:
@@ -69,6 +82,8 @@ class Job:
     labels: tuple[str, ...] = ()  # a build host must have all of them to run it
     host: str | None = None  # the build host that runs or ran it
     attempts: int = 0  # times started: a job whose host went down is requeued once
+    after: tuple[int, ...] = ()  # jobs that must end DONE with exit status 0 before it starts
+    unmet: int = 0  # how many of them have not ended yet: it waits while > 0
 
     @property
     def key(self) -> str:
@@ -85,7 +100,7 @@ class Job:
                           requester_uid=self.requester_uid, requester_gid=self.requester_gid,
                           submitted=self.submitted, waiters=self.waiters,
                           run_as=str(self.run_as), labels=self.labels,
-                          attempts=self.attempts)
+                          attempts=self.attempts, after=self.after)
         for name in ("started", "finished", "log_path", "dedupe_key", "host"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))

@@ -5,6 +5,7 @@ raises HostDown, so that the runner can requeue the job instead of losing it."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,11 @@ class RemoteExecutor:
         env = {**dict(job.env), JOB_ID_VAR: str(job.id)}
         argv = [job.command, *job.argv[1:]]
         log_path = Path(job.log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         self._stopping = None
-        with open(log_path, "ab") as out:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o640)  # a planted link is refused, not followed
+        with open(fd, "ab") as out:
             try:
                 status = self.ssh.run(argv, env, out, check_every=self.settings.check_seconds)
             except SshLost as e:  # dropped, or stopped answering (SshNoAnswer)

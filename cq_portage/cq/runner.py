@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,7 +166,8 @@ class Runner:
 def _note(job: Job, text: str) -> None:
     """A line in the job's log, where its output stops: why it did."""
     try:
-        with open(job.log_path, "ab") as f:
+        fd = os.open(job.log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "ab") as f:
             f.write(f"\ncq: {text}\n".encode())
     except OSError as e:
         log.warning("job %d: cannot write to its log: %s", job.id, e)

@@ -22,7 +22,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from . import hook
+from . import hook, statedir
 from .auth import AuthError, Credential, Munge
 from .config import REQUESTER, ConfigError, ServerConfig
 from .executor import Executor, kill_orphan
@@ -74,8 +74,9 @@ class Server:
     waiters: dict[int, list[Waiter]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        statedir.prepare(self.config.state_dir)  # raises UnsafeStateDir: one line
         self.log_dir = self.config.state_dir / "logs"
+        statedir.create_store(self.config.state_dir / "cq.db")
         self.store = Store(self.config.state_dir / "cq.db")
         self.running_file = self.config.state_dir / "running"
         self.local: Executor | None = None
@@ -83,7 +84,8 @@ class Server:
         for host in self.config.hosts:
             if host.ssh is None:
                 self.local = executor = Executor(self.config.env_policy,
-                                                 running_file=self.running_file)
+                                                 running_file=self.running_file,
+                                                 log_root=self.log_dir)
             else:
                 executor = RemoteExecutor(host, self.config.ssh)
             runners.append(Runner(host, self.store, executor, self.log_dir, self._notify,
@@ -121,7 +123,8 @@ class Server:
             except Exception as e:  # e.g. a full disk: next hour
                 log.error("cannot forget old jobs: %s: %s", type(e).__name__, e)
 
-    async def serve(self, on_ready=None) -> None:
+    async def serve(self, on_ready: Callable[[], None] | None = None,
+                    on_stop: Callable[[], None] | None = None) -> None:
         self.recover()
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.ROUTER)
@@ -164,6 +167,8 @@ class Server:
             self.failed = True
             stop.cancel()
         log.info("stopping: no new requests")
+        if on_stop:
+            on_stop()
         for task in (receiver, handler, pruner):
             task.cancel()
         await self.runners.stop(self.config.stop_grace)
@@ -172,6 +177,9 @@ class Server:
         ctx.term()
         self.store.close()
         self._decoders.shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)  # (it restores the default, which kills)
+            signal.signal(sig, signal.SIG_IGN)  # stopping already: nothing more to do
         log.info("stopped")
 
     def reload(self) -> None:
@@ -361,12 +369,16 @@ class Server:
         data = b""
         if job.log_path:
             try:
-                with open(job.log_path, "rb") as f:
+                with open(statedir.open_under(self.log_dir, job.log_path, os.O_RDONLY),
+                          "rb") as f:
                     if offset < os.fstat(f.fileno()).st_size:  # a file system's own limit
                         f.seek(offset)                        # may be below MAX_ID
                         data = f.read(LOG_CHUNK)
             except FileNotFoundError:
                 pass
+            except OSError as e:  # ELOOP: a link planted where the log was
+                return build_reply(Status.SERVER_ERROR, 0, job_id=job.id,
+                                   error=f"cannot read the log of job {job.id}: {e.strerror}")
         eof = job.state.ended and len(data) < LOG_CHUNK
         return build_reply(Status.RAN, 0, job_id=job.id, state=job.state.wire, log=data,
                            log_offset=offset + len(data), log_eof=eof)

@@ -1,23 +1,50 @@
-"""cq-server: the command line of the queue's server."""
+"""cq-server: the command line of the queue's server.
+
+Start-up is safe against signals: SIGHUP and SIGTERM that come before the server's own
+handlers are installed are recorded and acted on once they are (a reload, a clean stop),
+and the pid file (and systemd's READY=1, and --daemon's return) comes only then, so that
+whoever reads it may signal the server at once.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import os
 import signal
-import socket
 import sys
-from pathlib import Path
 
-from ..yamlfile import ConfigError
-from . import logsetup
-from .auth import AuthError, Munge
-from .config import DEFAULT_STATE_DIR, ServerConfig, load_config
-from .remote import HostDown, RemoteExecutor
-from .server import Server
-from .wire import DEFAULT_HOST, DEFAULT_PORT
+EARLY_SIGNALS: list[int] = []  # what came before the server's handlers: replayed then
+STARTUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
+def _record(signum: int, frame) -> None:
+    EARLY_SIGNALS.append(signum)
+
+
+def record_early_signals() -> None:
+    for sig in STARTUP_SIGNALS:
+        signal.signal(sig, _record)
+
+
+# As the program (not when a test imports the parser): first thing, before the slow imports.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) in ("cq-server", "cq_server"):
+    record_early_signals()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import fcntl  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+import sqlite3  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ..yamlfile import ConfigError  # noqa: E402
+from . import logsetup, sdnotify, statedir  # noqa: E402
+from .auth import AuthError, Munge  # noqa: E402
+from .config import DEFAULT_STATE_DIR, ServerConfig, load_config  # noqa: E402
+from .remote import HostDown, RemoteExecutor  # noqa: E402
+from .server import Server  # noqa: E402
+from .statedir import DamagedStore  # noqa: E402
+from .wire import DEFAULT_HOST, DEFAULT_PORT  # noqa: E402
 
 log = logging.getLogger("cq-server")
 
@@ -61,7 +88,8 @@ def configure(args) -> ServerConfig:
 
 def preflight(config: ServerConfig) -> None:
     """What can be checked before detaching, so that an admin sees it on the terminal."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    statedir.prepare(config.state_dir)
+    statedir.check_store(config.state_dir / "cq.db")
     if not os.access(config.state_dir, os.W_OK | os.X_OK):
         raise PermissionError(13, "state dir is not writable", str(config.state_dir))
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -94,58 +122,120 @@ def check_hosts(config: ServerConfig) -> int:
     return 1 if down else 0
 
 
-def pid_lock(path: Path):
-    from daemon.pidfile import TimeoutPIDLockFile
+class PidFile:
+    """A pid file locked (flock) for as long as the server runs, so that a stale one is told
+    from a live one without trusting the pid in it; opened without following a symbolic link.
+    The pid is written only once the server listens with its signal handlers installed."""
 
-    lock = TimeoutPIDLockFile(str(path), acquire_timeout=0)
-    pid = lock.read_pid()
-    if pid is not None:
+    def __init__(self, path: Path):
+        self.path = path
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            lock.break_lock()  # left by a server that died
-        else:
-            raise OSError(17, f"already running as pid {pid} (pid file {path})")
-    return lock
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | statedir.NOFOLLOW, 0o644)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot open the pid file: {e.strerror}"
+                                   + (" (a symbolic link: refused)" if e.errno == 40 else ""),
+                          str(path)) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise OSError(17, f"already running as pid {holder} (pid file {path})") from None
+
+    def write(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def remove(self) -> None:
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:  # still ours
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+
+
+class Launcher:
+    """--daemon: the command returns only when the detached server is ready (exit 0), or
+    with the one line that says why it is not (its exit status)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+
+    def wait(self, child: int) -> int:
+        os.close(self.write_fd)
+        with open(self.read_fd, "rb") as pipe:
+            answer = pipe.read().decode(errors="replace")
+        os.waitpid(child, 0)  # the intermediate process, which exits at once
+        code, _, message = answer.partition(" ")
+        if not code:
+            print("cq-server: the server exited while starting (see its log)",
+                  file=sys.stderr)
+            return 1
+        if message:
+            print(f"cq-server: {message}", file=sys.stderr)
+        return int(code)
+
+    def tell(self, code: int, message: str = "") -> None:
+        if self.write_fd is not None:
+            try:
+                os.write(self.write_fd, f"{code} {message}".encode())
+                os.close(self.write_fd)
+            except OSError:
+                pass
+            self.write_fd = None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    launcher: Launcher | None = None
     try:
         config = configure(args)
         if args.check_config or args.check_hosts:
             print(f"cq-server: configuration OK ({args.config or 'built-in defaults'})")
             return check_hosts(config) if args.check_hosts else 0
-        lock = pid_lock(args.pid_file) if args.pid_file and args.daemon else None
+        pid_file = PidFile(args.pid_file) if args.pid_file else None
         preflight(config)
         if args.daemon:
             import daemon
 
+            launcher = Launcher()
+            child = os.fork()
+            if child:
+                return launcher.wait(child)
+            os.close(launcher.read_fd)
             context = daemon.DaemonContext(
-                pidfile=lock, working_directory="/", umask=0o022,
+                working_directory="/", umask=0o022, detach_process=True,
+                files_preserve=[launcher.write_fd] + ([pid_file.fd] if pid_file else []),
                 signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None})
             with context:
                 logsetup.setup(level, args.log_file, syslog=args.syslog or not args.log_file)
-                return serve(config, args)
-        if args.pid_file:
-            args.pid_file.write_text(f"{os.getpid()}\n")
+                return run(config, args, pid_file, launcher)
         logsetup.setup(level, args.log_file, args.syslog)
-        try:
-            return serve(config, args)
-        finally:
-            if args.pid_file:
-                args.pid_file.unlink(missing_ok=True)
+        return run(config, args, pid_file, None)
     except ConfigError as e:
-        print(f"cq-server: {e}", file=sys.stderr)
-        return 2
+        return _fail(launcher, 2, str(e))
+    except (DamagedStore, sqlite3.DatabaseError) as e:
+        return _fail(launcher, 2, str(e) if isinstance(e, DamagedStore) else
+                     f"job store {config.state_dir / 'cq.db'} is damaged ({e}): move it aside")
     except OSError as e:
-        print(f"cq-server: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
-              file=sys.stderr)
-        return 1
+        return _fail(launcher, 1, f"{e.strerror or e}" + (f": {e.filename}" if e.filename
+                                                          else ""))
 
 
-def serve(config: ServerConfig, args) -> int:
+def _fail(launcher: Launcher | None, code: int, message: str) -> int:
+    """One line on stderr, or through the launcher to the terminal that ran --daemon."""
+    if launcher is not None and launcher.write_fd is not None:
+        log.error("%s", message)
+        launcher.tell(code, message)
+    else:
+        print(f"cq-server: {message}", file=sys.stderr)
+    return code
+
+
+def run(config: ServerConfig, args, pid_file: PidFile | None, launcher: Launcher | None
+        ) -> int:
     munge = Munge(config.munge_socket)
     try:
         munge.encode(b"")
@@ -153,12 +243,28 @@ def serve(config: ServerConfig, args) -> int:
         log.warning("%s: requests will be refused until munged answers", e)
     server = Server(config, munge, reload_config=(lambda: configure(args)) if args.config
                     else None)
+
+    def ready() -> None:
+        """Listening, with the handlers installed: now it may be signalled."""
+        if pid_file:
+            pid_file.write()
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
+        if launcher:
+            launcher.tell(0)
+        for sig in EARLY_SIGNALS:  # to the loop's handlers now
+            os.kill(os.getpid(), sig)
+        EARLY_SIGNALS.clear()
+
     try:
-        asyncio.run(server.serve())
+        asyncio.run(server.serve(on_ready=ready,
+                                 on_stop=lambda: sdnotify.notify("STOPPING=1")))
     except OSError as e:
         log.error("%s", e)
         raise
-    return 0
+    finally:
+        if pid_file:
+            pid_file.remove()
+    return 1 if server.failed else 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 A submission is committed (fsync'd: synchronous=FULL) before the server answers it. The end of
 one job and the start of the next share a transaction, so a serial queue costs one commit per
 job. Waiters are not stored: they are connections, and a client that comes back asks by id.
+
+Dependencies (`after`): a queued job counts in `unmet` the jobs it waits for that have not
+ended, and `deps` holds those pairs until they end. Only jobs with unmet = 0 are ready; a
+dependency that ends otherwise than DONE with exit status 0 fails its dependants at once, in
+the same transaction, and theirs in turn. Ids in `after` are older than the job, so there are
+no cycles. With no `after` anywhere, `deps` is empty and scheduling is what it was.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .job import Job, JobState, Result, RunAs
@@ -35,7 +41,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     waiters INTEGER NOT NULL DEFAULT 1,
     labels TEXT NOT NULL DEFAULT '',        -- space-separated; a host must have them all
     host TEXT,                              -- the build host that runs or ran it
-    attempts INTEGER NOT NULL DEFAULT 0     -- times started (a host that went down: requeued)
+    attempts INTEGER NOT NULL DEFAULT 0,    -- times started (a host that went down: requeued)
+    after TEXT NOT NULL DEFAULT '',         -- space-separated ids: start once all ended well
+    unmet INTEGER NOT NULL DEFAULT 0        -- of those, how many have not ended yet
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_queued_by_key ON jobs(key) WHERE state = 'queued';
@@ -43,14 +51,20 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, job_id INTEGER NOT NULL, uid INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_by_job ON requests(job_id);
+CREATE TABLE IF NOT EXISTS deps (           -- (a job not ended yet, a queued job waiting for it)
+    after_id INTEGER NOT NULL, job_id INTEGER NOT NULL, PRIMARY KEY (after_id, job_id)
+) WITHOUT ROWID;
 """
 # Built after the columns that a database of an older version lacks have been added.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS jobs_queued_by_requester ON jobs(requester_uid, id)
-    WHERE state = 'queued';
+DROP INDEX IF EXISTS jobs_queued_by_requester;  -- replaced by ready_by_requester
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(id) WHERE state = 'queued' AND unmet = 0;
+CREATE INDEX IF NOT EXISTS jobs_ready_by_requester ON jobs(requester_uid, id)
+    WHERE state = 'queued' AND unmet = 0;
 """
 ADDED_COLUMNS = {"labels": "TEXT NOT NULL DEFAULT ''", "host": "TEXT",
-                 "attempts": "INTEGER NOT NULL DEFAULT 0"}
+                 "attempts": "INTEGER NOT NULL DEFAULT 0", "after": "TEXT NOT NULL DEFAULT ''",
+                 "unmet": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,15 @@ class Submission:
 class Accepted:
     job_id: int
     merged: bool
+    failed: bool = False  # a job it should run after had already ended badly: it never runs
+
+
+@dataclass
+class Settled:
+    """What a commit did to jobs waiting for others; told to Store.on_settled."""
+
+    failed: list[Job] = field(default_factory=list)  # ended FAILED: a dependency did
+    unblocked: bool = False  # a dependency ended well: a waiting job may be ready
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -78,7 +101,8 @@ def _job(row: sqlite3.Row) -> Job:
                id=row["id"], state=state, submitted=row["submitted"], started=row["started"],
                finished=row["finished"], result=result, waiters=row["waiters"],
                log_path=row["log_path"], labels=tuple(row["labels"].split()),
-               host=row["host"], attempts=row["attempts"])
+               host=row["host"], attempts=row["attempts"],
+               after=tuple(int(i) for i in row["after"].split()), unmet=row["unmet"])
 
 
 class Store:
@@ -100,6 +124,9 @@ class Store:
             if name not in have:
                 self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self.db.executescript(INDEXES)
+        # Told after each commit that failed or unblocked waiting jobs (on the same thread).
+        self.on_settled: Callable[[Settled], None] | None = None
+        self._settled = Settled()
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint, daemon=True,
                                               name="checkpoint")
@@ -121,6 +148,7 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
+        self._settled = Settled()
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -128,6 +156,9 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        settled, self._settled = self._settled, Settled()
+        if self.on_settled and (settled.failed or settled.unblocked):
+            self.on_settled(settled)
 
     def recover(self) -> list[Job]:
         """Jobs left running by a dead server end as interrupted; they are never re-run."""
@@ -137,6 +168,8 @@ class Store:
                 "UPDATE jobs SET state = 'interrupted', finished = ?, internal_status = ?, "
                 "error = 'the server stopped while the job ran; it was not re-run' "
                 "WHERE state = 'running'", (time.time(), int(Status.INTERRUPTED)))
+            for row in rows:
+                self._settle(row["id"], ok=False, how=JobState.INTERRUPTED.value)
         return [_job(r) for r in rows]
 
     def submit(self, batch: list[Submission]) -> list[Accepted]:
@@ -163,22 +196,54 @@ class Store:
             target = db.execute(
                 "SELECT id FROM jobs WHERE key = ? AND state = 'queued' ORDER BY id LIMIT 1",
                 (job.key,)).fetchone()
-        if target:
+        failed = False
+        if target:  # it keeps its own `after`: the same work, already placed
             job_id, merged = target[0], True
             db.execute("UPDATE jobs SET waiters = waiters + 1 WHERE id = ?", (job_id,))
         else:
             merged = False
+            waits, bad = self._dependencies(job.after)
             job_id = db.execute(
                 "INSERT INTO jobs (state, command, argv, env, run_uid, run_gid, requester_uid,"
-                " requester_gid, key, dedupe_key, submitted, labels)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " requester_gid, key, dedupe_key, submitted, labels, after, unmet)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 ("queued", job.command, json.dumps(job.argv), json.dumps(job.env),
                  job.run_as.uid, job.run_as.gid, job.requester_uid, job.requester_gid,
-                 job.key, job.dedupe_key, now, " ".join(job.labels))).lastrowid
+                 job.key, job.dedupe_key, now, " ".join(job.labels),
+                 " ".join(map(str, job.after)), 0 if bad else len(waits))).lastrowid
+            if bad:  # accepted, and ended at once: its client learns it as any job's end
+                failed = True
+                db.execute("UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?,"
+                           " exit_status = 0, error = ? WHERE id = ?",
+                           (now, int(Status.DEPENDENCY_FAILED), bad, job_id))
+            else:
+                db.executemany("INSERT INTO deps VALUES (?, ?)", [(i, job_id) for i in waits])
         if sub.request_id:
             db.execute("INSERT INTO requests VALUES (?, ?, ?)",
                        (sub.request_id, job_id, job.requester_uid))
-        return Accepted(job_id, merged)
+        return Accepted(job_id, merged, failed)
+
+    def _dependencies(self, after: tuple[int, ...]) -> tuple[list[int], str | None]:
+        """Of `after`: the jobs that have not ended yet, and why the job cannot run (the
+        first that ended otherwise than well), or None."""
+        waits = []
+        for job_id in after:
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:  # checked before the hook; forgotten since (prune)
+                return [], f"job {job_id} it needed is unknown"
+            dep = _job(row)
+            if not dep.state.ended:
+                waits.append(job_id)
+            elif not dep.result.ok:
+                return [], f"job {job_id} it needed ended: {dep.result.how}"
+        return waits, None
+
+    def unknown(self, ids: tuple[int, ...]) -> int | None:
+        """The first of `ids` that names no job."""
+        for job_id in ids:
+            if self.db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                return job_id
+        return None
 
     def finish_and_start(self, ended: Job | None, log_dir: Path, host: str = "local",
                          labels: frozenset[str] = frozenset()) -> Job | None:
@@ -201,16 +266,18 @@ class Store:
             return job
 
     def _next_for(self, labels: frozenset[str]) -> sqlite3.Row | None:
-        """The oldest queued job whose labels `labels` covers and that is its requester's
-        oldest queued one: a requester's jobs start in the order they came."""
-        row = self.db.execute(
-            "SELECT * FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
+        """The oldest ready job (queued, not waiting for others) whose labels `labels`
+        covers and that is its requester's oldest ready one: a requester's jobs start in
+        the order they came, except that one waiting for others holds none back."""
+        # INDEXED BY: the planner would rather walk all queued jobs, waiting ones too.
+        row = self.db.execute("SELECT * FROM jobs INDEXED BY jobs_ready WHERE state = 'queued'"
+                              " AND unmet = 0 ORDER BY id LIMIT 1").fetchone()
         if row is None or labels.issuperset(row["labels"].split()):
             return row  # the common case: the head of the queue fits
         for row in self.db.execute(
-                "SELECT jobs.* FROM jobs JOIN (SELECT min(id) AS id FROM jobs "
-                "WHERE state = 'queued' GROUP BY requester_uid) AS first USING (id) "
-                "ORDER BY id"):
+                "SELECT jobs.* FROM jobs JOIN (SELECT min(id) AS id FROM jobs INDEXED BY "
+                "jobs_ready_by_requester WHERE state = 'queued' AND unmet = 0 "
+                "GROUP BY requester_uid) AS first USING (id) ORDER BY id"):
             if labels.issuperset(row["labels"].split()):
                 return row
         return None
@@ -233,14 +300,51 @@ class Store:
             "UPDATE jobs SET state = ?, finished = ?, internal_status = ?, exit_status = ?,"
             " error = ? WHERE id = ?",
             (r.state.value, job.finished, r.internal_status, r.exit_status, r.error, job.id))
+        if job.after:  # a waiting job that ended (cancelled): it waits no more
+            self.db.execute("DELETE FROM deps WHERE job_id = ?", (job.id,))
+        self._settle(job.id, r.ok, r.how)
+
+    def _settle(self, ended: int, ok: bool, how: str) -> None:
+        """Tell the jobs that wait for `ended` how it went: one fewer to wait for, or (it
+        ended badly) fail them without running, and theirs in turn."""
+        work = [(ended, ok, how)]
+        while work:
+            ended, ok, how = work.pop()
+            waiting = [r[0] for r in self.db.execute(
+                "SELECT job_id FROM deps WHERE after_id = ?", (ended,))]
+            if not waiting:
+                continue  # the common case: nothing waits for it
+            self.db.execute("DELETE FROM deps WHERE after_id = ?", (ended,))
+            if ok:
+                self.db.executemany("UPDATE jobs SET unmet = unmet - 1 WHERE id = ? AND "
+                                    "state = 'queued'", [(i,) for i in waiting])
+                self._settled.unblocked = True
+                continue
+            for job_id in waiting:
+                row = self.db.execute("SELECT * FROM jobs WHERE id = ? AND state = 'queued'",
+                                      (job_id,)).fetchone()
+                if row is None:
+                    continue
+                job = _job(row)
+                job.result = Result(JobState.FAILED, Status.DEPENDENCY_FAILED, 0,
+                                    f"job {ended} it needed ended: {how}")
+                job.state, job.finished, job.unmet = JobState.FAILED, time.time(), 0
+                self.db.execute(
+                    "UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?, "
+                    "exit_status = 0, error = ?, unmet = 0 WHERE id = ?",
+                    (job.finished, int(Status.DEPENDENCY_FAILED), job.result.error, job_id))
+                self.db.execute("DELETE FROM deps WHERE job_id = ?", (job_id,))
+                self._settled.failed.append(job)
+                work.append((job_id, False, JobState.FAILED.value))
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def position(self, job_id: int) -> int:
-        """1 for the next job to run."""
-        return self.db.execute("SELECT count(*) FROM jobs WHERE state = 'queued' AND id <= ?",
+        """1 for the next job to run, among the ready ones (a waiting job has none)."""
+        return self.db.execute("SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE "
+                               "state = 'queued' AND unmet = 0 AND id <= ?",
                                (job_id,)).fetchone()[0]
 
     def active(self, limit: int) -> list[Job]:

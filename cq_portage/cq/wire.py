@@ -21,6 +21,7 @@ DEFAULT_PORT = 48005
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}\Z")  # a build host's label: amd64, arm64
 MAX_LABELS = 32
+MAX_JOB_ID = (1 << 63) - 1  # SQLite's INTEGER: a larger id cannot name a job
 
 Op = pb.Op
 State = pb.JobState
@@ -37,6 +38,7 @@ class Status(enum.IntEnum):
     NOT_FOUND = -5  # no such job
     SERVER_ERROR = -6  # e.g. munged unreachable on the server
     HOST_LOST = -7  # its build host went down while it ran, and again after a requeue
+    DEPENDENCY_FAILED = -8  # a job in its `after` did not end DONE with exit status 0
 
 
 class BadRequest(ValueError):
@@ -49,6 +51,7 @@ class Limits:
     max_args: int = 4096
     max_env: int = 1024
     max_string_bytes: int = 128 << 10
+    max_after: int = 1024  # job ids in one submission's `after`
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Request:
     wait_seconds: int = 0
     log_offset: int = 0
     labels: tuple[str, ...] = ()  # a build host must have them all to run the job
+    after: tuple[int, ...] = ()  # jobs that must end DONE with exit status 0 before it starts
 
 
 def _strings(values, what: str, limits: Limits) -> list[str]:
@@ -112,6 +116,7 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
         if isinstance(text, bytes) or len(text) > 1024:
             raise BadRequest("request_id or dedupe_key is not UTF-8 text of at most 1024 bytes")
     labels = parse_labels(msg.labels)
+    after = parse_after(msg.after, limits)
     op = msg.op
     if op not in Op.values():
         raise BadRequest(f"unknown operation {op}")
@@ -131,6 +136,7 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
         request_id=msg.request_id or None,
         dedupe_key=msg.dedupe_key or None,
         wait_seconds=msg.wait_seconds, log_offset=msg.log_offset, labels=labels,
+        after=after,
     )
 
 
@@ -143,6 +149,20 @@ def parse_labels(labels) -> tuple[str, ...]:
             raise BadRequest(f"bad label {str(label)[:80]!r}: want letters, digits, "
                              "'_', '.', '+' or '-', at most 64")
     return tuple(sorted(set(labels)))
+
+
+def parse_after(ids, limits: Limits) -> tuple[int, ...]:
+    """Sorted and without repeats; 0 and ids SQLite cannot hold name no job."""
+    if len(ids) > limits.max_after:
+        raise BadRequest(f"more than {limits.max_after} jobs to run after")
+    for job_id in ids:
+        if not 0 < job_id <= MAX_JOB_ID:
+            raise BadRequest(unknown_after(job_id))
+    return tuple(sorted(set(ids)))
+
+
+def unknown_after(job_id: int) -> str:
+    return f"job {job_id} it should run after is unknown"
 
 
 def build_request(op: int = Op.SUBMIT, argv: list[str] | tuple[str, ...] = (),

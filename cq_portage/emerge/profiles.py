@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from cq_portage.yamlfile import SafeLoader
+
 if TYPE_CHECKING:  # importing cq.ssh loads paramiko: only fleet mode needs it
     from cq_portage.cq.ssh import SshTarget
 
@@ -143,7 +145,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(text: str, path: Path) -> Config:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=SafeLoader)  # nesting limited: file:line, no crash
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = f"{mark.line + 1}" if mark else "1"
