@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import math
 import os
 import pwd
 import shutil
@@ -19,6 +20,13 @@ from .wire import DEFAULT_HOST, DEFAULT_PORT, BadRequest, Limits, parse_labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/cq")
 REQUESTER = "requester"
+MAX_MEMORY = 256 << 20  # default bound on what unauthenticated input may make the server hold
+# Upper bounds: past them a value is a typo, or one that overflows later (a socket option, a
+# timer, a date) and would crash a running server instead of being refused by --check-config.
+BOUNDS = {"max_request_bytes": 16 << 20, "max_args": 1 << 20, "max_env": 1 << 16,
+          "max_string_bytes": 16 << 20, "max_after": 1 << 16, "max_memory_bytes": 64 << 30,
+          "hook_timeout": 3600, "stop_grace_seconds": 86400, "keep_finished_days": 36500,
+          "connect_timeout": 3600, "check_seconds": 3600, "retry_seconds": 86400}
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class ServerConfig:
     hook_timeout: float = 10.0
     stop_grace: float = 30.0  # SIGTERM: how long a running job may take to finish
     keep_days: float = 30.0  # how long finished jobs stay queryable
+    max_memory: int = MAX_MEMORY  # bytes of requests held before they are handled
     hosts: tuple[BuildHost, ...] = DEFAULT_HOSTS  # where jobs run, one at a time on each
     ssh: SshSettings = SshSettings()
 
@@ -104,11 +113,15 @@ def load_config(path: str | Path | None) -> ServerConfig:
     if "limits" in data:
         lim = c.mapping(data["limits"], "limits",
                         {"max_request_bytes", "max_args", "max_env", "max_string_bytes",
-                         "max_after"})
+                         "max_memory_bytes"})
         for key in lim:
-            if c.get(lim, key, int) <= 0:
-                raise c.error(lim, key, f"{key} must be positive")
+            _bounded(c, lim, key, c.get(lim, key, int), 1, f"limits.{key}")
+        if "max_memory_bytes" in lim:
+            values["max_memory"] = lim.pop("max_memory_bytes")
         values["limits"] = Limits(**lim)
+        if values.get("max_memory", MAX_MEMORY) < 4 * values["limits"].max_request_bytes:
+            raise c.error(data, "limits", "limits.max_memory_bytes must be at least 4 times "
+                                          "limits.max_request_bytes")
     if (hook := c.get(data, "incoming_hook", (str, list))) is not None:
         argv = (hook,) if isinstance(hook, str) else tuple(map(str, hook))
         program = shutil.which(argv[0]) if argv else None  # a bare name is looked up in PATH
@@ -119,9 +132,7 @@ def load_config(path: str | Path | None) -> ServerConfig:
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
         if (value := c.get(data, key, (int, float))) is not None:
-            if value < 0:
-                raise c.error(data, key, f"{key} must not be negative")
-            values[name] = float(value)
+            values[name] = float(_bounded(c, data, key, value, 0, key))
     if "ssh" in data:
         values["ssh"] = _ssh_settings(c, data["ssh"])
     if "build_hosts" in data:
@@ -144,8 +155,16 @@ def _ssh_settings(c: Checker, node) -> SshSettings:
         if (seconds := c.get(ssh, key, (int, float))) is not None:
             if seconds <= 0:
                 raise c.error(ssh, key, f"ssh.{key} must be positive")
-            values[key] = float(seconds)
+            values[key] = float(_bounded(c, ssh, key, seconds, 0, f"ssh.{key}"))
     return SshSettings(**values)
+
+
+def _bounded(c: Checker, node, key: str, value: int | float, low: int, name: str):
+    """`value` if it lies in [low, BOUNDS[key]] (and is a number: not .nan or .inf)."""
+    high = BOUNDS[key]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise c.error(node, key, f"{name} must be between {low} and {high}, not {value}")
+    return value
 
 
 def _build_hosts(c: Checker, data, ssh: SshSettings) -> tuple[BuildHost, ...]:
