@@ -113,7 +113,7 @@ def load_config(path: str | Path | None) -> ServerConfig:
     if "limits" in data:
         lim = c.mapping(data["limits"], "limits",
                         {"max_request_bytes", "max_args", "max_env", "max_string_bytes",
-                         "max_memory_bytes"})
+                         "max_after", "max_memory_bytes"})
         for key in lim:
             _bounded(c, lim, key, c.get(lim, key, int), 1, f"limits.{key}")
         if "max_memory_bytes" in lim:

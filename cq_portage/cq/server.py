@@ -29,9 +29,9 @@ from .executor import Executor, kill_orphan
 from .job import Job, JobState, RunAs
 from .remote import RemoteExecutor
 from .runner import Runner, Runners
-from .store import Store, Submission
+from .store import Settled, Store, Submission
 from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
-    parse_request
+    parse_request, unknown_after
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class Server:
             runners.append(Runner(host, self.store, executor, self.log_dir, self._notify,
                                   self._wake_all, self.config.ssh.retry_seconds))
         self.runners = Runners(runners)
+        self.store.on_settled = self._settled
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
         self._stop = asyncio.Event()
@@ -282,7 +283,11 @@ class Server:
                 else self.config.run_as
             job = Job(command=req.command, argv=req.argv, env=req.env, requester_uid=cred.uid,
                       requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key,
-                      labels=req.labels)
+                      labels=req.labels, after=req.after)
+            if (unknown := self.store.unknown(job.after)) is not None:
+                await self._reply(envelope, build_reply(Status.REFUSED, 0,
+                                                        error=unknown_after(unknown)))
+                continue
             if not self.runners.accepts(job.labels):
                 reason = (f"no build host has the labels {' '.join(job.labels)} "
                           f"(build hosts: {self.runners.describe()})")
@@ -306,7 +311,10 @@ class Server:
         for (envelope, req, job, _), acc in zip(pending, accepted):
             log.info("job %d %s from uid %d: %s", acc.job_id,
                      "merged" if acc.merged else "queued", job.requester_uid, _cmd(job))
-            if req.legacy:
+            if acc.failed:  # a job it needed had ended badly: its final answer now
+                await self._reply(envelope, self._job_reply(self.store.get(acc.job_id),
+                                                            legacy=req.legacy))
+            elif req.legacy:
                 self.waiters[acc.job_id].append(Waiter(envelope, legacy=True))
             else:
                 await self._reply(envelope, build_reply(
@@ -315,6 +323,14 @@ class Server:
 
     def _wake_all(self) -> None:
         self.runners.wake()
+
+    def _settled(self, settled: Settled) -> None:
+        """Jobs that waited for others: failed ones are told as any ended job; ready ones
+        may go to any idle host."""
+        for job in settled.failed:
+            self._notify(job)
+        if settled.unblocked:
+            self.runners.wake()
 
     async def _answer(self, envelope: list[bytes], authed: Authed) -> None:
         req, cred = authed.request, authed.cred
@@ -351,7 +367,8 @@ class Server:
 
     def _job_reply(self, job: Job, legacy: bool = False) -> bytes:
         r = job.result
-        position = self.store.position(job.id) if job.state == JobState.QUEUED else None
+        position = self.store.position(job.id) if job.state == JobState.QUEUED \
+            and not job.unmet else None
         return build_reply(r.internal_status if r else Status.RAN, r.exit_status if r else 0,
                            legacy=legacy, job_id=job.id, state=job.state.wire,
                            error=r.error if r else None, jobs=[job.info(position)])
@@ -359,9 +376,9 @@ class Server:
     def _list_reply(self) -> bytes:
         jobs, position = [], 0
         for job in self.store.active(LIST_LIMIT):
-            if job.state == JobState.QUEUED:
-                position += 1
-            jobs.append(job.info(position if job.state == JobState.QUEUED else None))
+            ready = job.state == JobState.QUEUED and not job.unmet  # waiting ones: no place
+            position += ready
+            jobs.append(job.info(position if ready else None))
         jobs += [job.info() for job in self.store.recent(20)]
         return build_reply(Status.RAN, 0, jobs=jobs, hosts=self.runners.infos())
 
