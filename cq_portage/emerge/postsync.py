@@ -5,7 +5,9 @@ Portage runs hooks in /etc/portage/postsync.d/ once per sync with no arguments, 
 acts on the first kind only, so one sync starts one update; `host: {postsync: [REPO, ...]}`
 makes it act after those repositories instead, and `postsync: false` turns it off. The
 update itself (plan, builds, installs of this host's groups) runs in the background, so the
-sync returns at once, and logs to EROOT/var/log/cq-portage/postsync.log.
+sync returns at once, and logs to EROOT/var/log/cq-portage/postsync.log. It runs in a clean
+environment, once the syncing process (CQ_PORTAGE_SYNC_PID, which the hook sets to its
+parent, emerge or emaint) has exited: see background.py for why.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from cq_portage.emerge.background import start_update
+from cq_portage.emerge.background import clean_environment, start_update
 from cq_portage.emerge.profiles import Config
 
 NIGHTLY_ENV = "CQ_PORTAGE_NIGHTLY"  # set by the nightly job, which runs cq-emerge itself
+SYNC_PID_ENV = "CQ_PORTAGE_SYNC_PID"  # set by the hook: the syncing process to wait for
 
 
 def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdout) -> int:
@@ -38,7 +41,21 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
         return 0  # not the call this host acts on (see the module docstring)
     root = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/"))
     log_file = root / "var/log/cq-portage/postsync.log"  # appended to; logrotate trims it
-    start_update(config.path, groups, log_file, "after a sync")
+    environ = clean_environment(os.environ)
+    environ.pop(SYNC_PID_ENV, None)
+    start_update(config.path, groups, log_file, "after a sync", environ=environ,
+                 after_pid=_sync_pid(stdout))
     stdout.write(f"cq-emerge: postsync: updating {', '.join(groups)} in the background "
                  f"(log: {log_file})\n")
     return 0
+
+
+def _sync_pid(stdout: TextIO) -> int | None:
+    value = os.environ.get(SYNC_PID_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 1:
+        stdout.write(f"cq-emerge: postsync: {SYNC_PID_ENV}={value!r} is not a process id; "
+                     "not waiting for the sync to end\n")
+        return None
+    return int(value)
