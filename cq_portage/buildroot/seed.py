@@ -32,11 +32,7 @@ def copy_tree(source: Path, dest: Path, host_paths: list[Path]) -> None:
     repositories) are shared with the root at run time, never copied; from "/" neither is
     HOST_ONLY. Excluded folders are kept, empty, with their owner and mode."""
     source = source.resolve()
-    skip = [Path(p) for p in HOST_ONLY] if source == Path("/") else []
-    for path in host_paths:
-        path = path.resolve()
-        if path != source and path.is_relative_to(source):
-            skip.append(path.relative_to(source))
+    skip = excluded(source, host_paths)
     excludes = [f"--exclude=./{p}/*" for p in skip]
     log.debug("copying %s to %s without %s", source, dest, skip)
     pack = subprocess.Popen(["tar", "--create", "--file=-", f"--directory={source}",
@@ -51,6 +47,17 @@ def copy_tree(source: Path, dest: Path, host_paths: list[Path]) -> None:
     # tar exits 1 when a file changed while it read it: a live "/" always has some.
     if pack.returncode not in (0, 1):
         raise BuildRootError(f"copying {source} failed: {_last_line(err)}", EXIT_FAILED)
+
+
+def excluded(source: Path, host_paths: list[Path]) -> list[Path]:
+    """The folders below `source` whose contents a copy leaves out, relative to it."""
+    source = source.resolve()
+    skip = [Path(p) for p in HOST_ONLY] if source == Path("/") else []
+    for path in host_paths:
+        path = path.resolve()
+        if path != source and path.is_relative_to(source):
+            skip.append(path.relative_to(source))
+    return skip
 
 
 def _tar(argv: list[str], what: str, stdin=None) -> None:

@@ -29,6 +29,7 @@ from cq_portage.cq.client import Client, ClientError, Outcome
 from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
+from cq_portage.emerge.logs import prune_logs
 from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import profile_to_json
@@ -183,6 +184,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
             planned: list[HostRun], jobs: list[BuildJob], hosts_of: dict[str, list[str]],
             output: Output, stdout: TextIO, stderr: TextIO) -> int:
     state_dir = Path(os.environ.get("PORTAGE_OVERRIDE_EPREFIX") or "/") / STATE_DIR
+    prune_logs(state_dir / "logs", config.keep_logs_days)
     server = config.server
     client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
     progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from cq_portage.cq.wire import LABEL
-from cq_portage.emerge.profiles import (DEFAULT_PORT, Config, ConfigError, GroupProfile,
+from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, DEFAULT_PORT,
+                                        MAX_KEEP_LOGS_DAYS, Config, ConfigError, GroupProfile,
                                         HostSettings, PackageUse, Server, SshSettings)
 
 # PMS 3.1.4: a USE flag name; "-*" resets in USE, like make.conf.
@@ -22,7 +23,7 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Set by their own keys, or moving Portage to another root: not for a group's env.
 _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
-_TOP_KEYS = ("server", "groups", "host", "ssh")
+_TOP_KEYS = ("server", "groups", "host", "ssh", "keep_logs_days")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
 _GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command",
@@ -68,10 +69,24 @@ class Validator:
                     groups[name] = group
         host = self.host(top["host"][1], groups) if top and "host" in top else HostSettings()
         ssh = self.ssh(top["ssh"][1]) if top and "ssh" in top else SshSettings()
+        keep_logs_days = DEFAULT_KEEP_LOGS_DAYS
+        if top and "keep_logs_days" in top:
+            keep_logs_days = self.keep_logs_days(top["keep_logs_days"][1])
         if self.problems:
             raise ConfigError(self.problems)
         assert server is not None
-        return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh)
+        return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh,
+                      keep_logs_days=keep_logs_days)
+
+    def keep_logs_days(self, node: yaml.Node) -> float:
+        """Days install and fleet logs are kept; 0 prunes every log of an earlier run."""
+        days = self.scalar(node)
+        if isinstance(days, bool) or not isinstance(days, (int, float)) \
+                or not 0 <= days <= MAX_KEEP_LOGS_DAYS:
+            self.error(node, f"'keep_logs_days' must be a number of days from 0 to "
+                             f"{MAX_KEEP_LOGS_DAYS:.0f}")
+            return DEFAULT_KEEP_LOGS_DAYS
+        return float(days)
 
     def ssh(self, node: yaml.Node) -> SshSettings:
         """How fleet mode reaches hosts: key, known_hosts (always checked), timeout, and the

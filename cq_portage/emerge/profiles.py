@@ -29,6 +29,9 @@ DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkgonly", "--oneshot", "--usepkg",
                          "--binpkg-respect-use=y")
 # What fleet mode runs on each host to get its plan (the flags are added after it).
 DEFAULT_REMOTE_COMMAND = ("cq-emerge",)
+# Days cq-emerge keeps its install and fleet logs (STATE_DIR/logs) before pruning them.
+DEFAULT_KEEP_LOGS_DAYS = 30.0
+MAX_KEEP_LOGS_DAYS = 36500.0
 
 class ConfigError(Exception):
     """Bad config: `problems` holds one "FILE:LINE: message" line per problem."""
@@ -106,6 +109,7 @@ class Config:
     groups: Mapping[str, GroupProfile]
     host: HostSettings = HostSettings()
     ssh: SshSettings = field(default_factory=SshSettings)
+    keep_logs_days: float = DEFAULT_KEEP_LOGS_DAYS
 
     def select(self, names: Iterable[str], all_groups: bool = False) -> list[GroupProfile]:
         """The groups asked for, in the order asked (all of them, in file order, if

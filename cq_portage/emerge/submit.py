@@ -12,6 +12,7 @@ from cq_portage.cq.client import Client, ClientError
 from cq_portage.emerge.background import start_update
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
+from cq_portage.emerge.logs import prune_logs
 from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output, make_plans
 from cq_portage.emerge.profiles import Config, GroupProfile
@@ -52,6 +53,7 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
         stdout.write("\nQuitting.\n\n")
         return EXIT_NO
     state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
+    prune_logs(state_dir / "logs", config.keep_logs_days)
     server = config.server
     client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
     lock_name = install.group.name if install else "build-" + "+".join(g.name for g in groups)
