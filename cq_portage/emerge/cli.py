@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postsync", nargs="*", metavar="ARG",
                         help="what Portage's postsync hook runs: update this host's groups in "
                         "the background (ARG: the repository NAME URI PATH of repo.postsync.d)")
+    parser.add_argument("--host-groups", action="store_true",
+                        help="print this host's groups (host: {groups: [...]}) on one line and "
+                        "exit; none: an empty line, and why on stderr (the nightly job asks)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (the plans and jobs, or the run's summary) "
                         "instead of emerge-like lines")
@@ -89,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_paramiko(args.verbose)
     try:
         config = load_config(config_path(args.config))
+        if args.host_groups:
+            from cq_portage.emerge.postsync import print_host_groups
+
+            return print_host_groups(config)
         if args.postsync is not None:
             from cq_portage.emerge.postsync import run_postsync
 

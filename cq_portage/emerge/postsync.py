@@ -34,8 +34,7 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
         stdout.write(f"cq-emerge: postsync: off (host: {{postsync: false}} in {config.path})\n")
         return 0
     if not groups:
-        stdout.write(f"cq-emerge: postsync: no host: {{groups: [...]}} in {config.path}; "
-                     "nothing to update\n")
+        stdout.write(f"cq-emerge: postsync: {no_host_groups(config)}\n")
         return 0
     if (repo is None) != (setting is True) or (repo is not None and repo not in setting):
         return 0  # not the call this host acts on (see the module docstring)
@@ -59,3 +58,17 @@ def _sync_pid(stdout: TextIO) -> int | None:
                      "not waiting for the sync to end\n")
         return None
     return int(value)
+
+
+def no_host_groups(config: Config) -> str:
+    return (f"no host: {{groups: [...]}} in {config.path}: this host updates nothing by "
+            "itself")
+
+
+def print_host_groups(config: Config, stdout: TextIO = sys.stdout,
+                      stderr: TextIO = sys.stderr) -> int:
+    """cq-emerge --host-groups: what the nightly job asks before it syncs anything."""
+    stdout.write(" ".join(config.host.groups) + "\n")
+    if not config.host.groups:
+        stderr.write(f"cq-emerge: {no_host_groups(config)}\n")
+    return 0

@@ -29,6 +29,7 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
     if planned is None:
         return EXIT_FAILURE
     planner, plans, errors = planned
+    prune_logs(Path(planner.settings["EROOT"]) / STATE_DIR / "logs", config.keep_logs_days)
     if errors:  # nothing half-done: fix the resolution first
         return EXIT_FAILURE
     jobs = build_jobs(plans)
@@ -53,7 +54,6 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
         stdout.write("\nQuitting.\n\n")
         return EXIT_NO
     state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
-    prune_logs(state_dir / "logs", config.keep_logs_days)
     server = config.server
     client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
     lock_name = install.group.name if install else "build-" + "+".join(g.name for g in groups)
