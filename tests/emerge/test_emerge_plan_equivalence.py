@@ -1,5 +1,6 @@
-"""The plan equals what real `emerge -puDN` prints with the same flags (cpv, enabled USE,
-order), and its binary/build marks equal real `emerge -puDNk --binpkg-respect-use=y`.
+"""The plan equals what real `emerge -puDN --usepkg --binpkg-respect-use=y` prints with the
+same flags: cpv, enabled USE, order, and which entries are binaries (which instance).
+Rejected binaries are covered in test_emerge_binary_decision.py.
 
 Each scenario first checks that real emerge shows what the scenario is about (so that an
 empty plan can never pass by agreeing with an empty baseline), then compares cq-emerge."""
@@ -53,14 +54,16 @@ def _shows(lines, shows: str) -> bool:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.id)
 def test_plan_equals_real_emerge(world, tmp_path, scenario: Scenario):
-    expected = emerge_plan(world.client, scenario.targets, scenario.env, scenario.package_use)
+    expected = emerge_plan(world.client, scenario.targets, scenario.env, scenario.package_use,
+                           usepkg=True)
     assert _shows(expected, scenario.shows), f"scenario set up wrong: {expected}"
 
     config = write_config(tmp_path, {"g": {**scenario.group, "packages": scenario.targets}})
     plan = cq_plans(world.client, config, "g")["plans"][0]["packages"]
 
-    assert [(p["cpv"], frozenset(p["use"])) for p in plan] == \
-        [(line.cpv, line.use) for line in expected]
+    assert [(p["cpv"], frozenset(p["use"]), p["action"], p["build_id"]) for p in plan] == \
+        [(line.cpv, line.use, "binary" if line.kind == "binary" else "build", line.build_id)
+         for line in expected]
 
 
 def test_already_up_to_date(world, tmp_path):
