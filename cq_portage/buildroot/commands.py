@@ -13,8 +13,8 @@ from .enter import entry_for
 from .host import HostPortage, exact_atoms
 from .lock import acquire
 from .remove import check_unmounted, remove_tree
-from .roots import (EXIT_USAGE, BuildRoot, BuildRootError, Marker, list_roots,
-                    write_marker)
+from .roots import (CREATING, EXIT_USAGE, MARKER, BuildRoot, BuildRootError, Marker,
+                    list_roots, write_marker)
 from .runner import Forwarder, run
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ class Tool:
         """Seed, configure, then write the marker: a root without one is a create that
         died, which the next create (or run) deletes and does again."""
         if root.path.exists():
-            check_unmounted(root.path)
-            remove_tree(root.path)
+            self._remove_leftover(root)
         root.path.mkdir(parents=True)
+        (root.path / CREATING).write_text("")
         try:
             if source is not None and source.is_dir():
                 seed.copy_tree(source, root.path, self._shared_paths())
@@ -68,11 +68,20 @@ class Tool:
             os.chmod(root.path, 0o755)
             self._configure(root.path, kind)
             marker = write_marker(root.path, kind, str(source) if source else None)
+            (root.path / CREATING).unlink()
         except BaseException:
-            remove_tree(root.path)
+            remove_tree(root.path, last=(CREATING,))
             raise
         log.info("created the %s build root of %s in %s", kind, root.group, root.path)
         return marker
+
+    def _remove_leftover(self, root: BuildRoot) -> None:
+        if not root.is_ours():
+            raise BuildRootError(f"{root.path} exists and is not a build root (no {MARKER}): "
+                                 "move it away, or choose another --roots")
+        check_unmounted(root.path)
+        (root.path / CREATING).touch()  # a removal that stops half-way can be done again
+        remove_tree(root.path, last=(MARKER, CREATING))
 
     def _shared_paths(self) -> list[Path]:
         return [self.roots, self.host.pkgdir, self.host.distdir,
@@ -134,8 +143,7 @@ class Tool:
         try:
             if not root.path.exists():
                 raise BuildRootError(f"no build root for group {group} in {self.roots}")
-            check_unmounted(root.path)
-            remove_tree(root.path)
+            self._remove_leftover(root)
             # The lock file stays: a waiter holds it open, and deleting it would let a
             # third command lock a new file while the waiter locks the old one.
             return root.path

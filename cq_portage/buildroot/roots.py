@@ -13,6 +13,7 @@ from pathlib import Path
 ROOTS_ENV = "CQ_PORTAGE_ROOTS"
 ROOTS_UNDER_EPREFIX = "var/lib/cq-portage/roots"
 MARKER = ".cq-build-root"
+CREATING = ".cq-build-root.creating"  # a root being made: the marker comes last
 KINDS = ("chroot", "prefix")
 
 EXIT_FAILED = 1
@@ -76,6 +77,11 @@ class BuildRoot:
 
     def exists(self) -> bool:
         return self.marker_path.is_file()
+
+    def is_ours(self) -> bool:
+        """A root, or what a create that died left: safe to delete. Anything else in its
+        place (--roots pointing at a folder with other things in it) is never touched."""
+        return self.exists() or (self.path / CREATING).is_file()
 
     def marker(self) -> Marker:
         try:

@@ -15,7 +15,7 @@ import pytest
 from buildroot_helpers import CLI, one_line
 
 from cq_portage.buildroot import remove, seed
-from cq_portage.buildroot.roots import BuildRootError
+from cq_portage.buildroot.roots import MARKER, BuildRootError
 from cq_portage.sandbox.prefix import write_vdb_entry
 from cq_portage.sandbox.repository import Ebuild
 
@@ -201,8 +201,9 @@ def test_remove_refuses_while_something_is_mounted_below(host):
         assert (root / "mnt/keep").read_text() == "not the root's\n"
         # The second guard: deleting never crosses into another filesystem.
         with pytest.raises(BuildRootError, match="is another filesystem"):
-            remove.remove_tree(root)
+            remove.remove_tree(root, last=(MARKER,))
         assert (root / "mnt/keep").read_text() == "not the root's\n"
+        assert (root / MARKER).is_file()  # still a root: `remove` can finish the job
     finally:
         subprocess.run(["umount", str(root / "mnt")], check=True)
     assert host.cli("remove", "mounted").returncode == 0
@@ -237,3 +238,28 @@ def test_a_run_stopped_while_it_waits_never_starts(host):
                                     "started\n")
     assert first.wait(10) == 0
     assert not ran.exists()
+
+
+def test_a_folder_that_is_not_a_root_is_never_deleted(host, tmp_path):
+    # --roots pointed at a folder with other things in it: `portage` is not a root.
+    (tmp_path / "portage").mkdir()
+    (tmp_path / "portage/world").write_text("app-misc/precious\n")
+    for args in (["remove", "portage"], ["create", "portage"], ["run", "portage", "--", "true"]):
+        done = host.cli("--roots", str(tmp_path), *args)
+        assert done.returncode == 2, args
+        assert one_line(done.stderr) == (
+            f"cq-build-root: {tmp_path / 'portage'} exists and is not a build root (no "
+            ".cq-build-root): move it away, or choose another --roots")
+    assert (tmp_path / "portage/world").read_text() == "app-misc/precious\n"
+
+
+def test_what_a_create_that_died_left_is_made_again(host):
+    leftover = host.roots / "died"
+    leftover.mkdir(parents=True)
+    (leftover / ".cq-build-root.creating").write_text("")
+    (leftover / "half-extracted").write_text("")
+    done = host.cli("run", "died", "--", "true")  # a prefix root is made on the fly
+    assert done.returncode == 0, done.stderr
+    assert not (leftover / "half-extracted").exists()
+    assert (leftover / ".cq-build-root").is_file()
+    assert not (leftover / ".cq-build-root.creating").exists()
