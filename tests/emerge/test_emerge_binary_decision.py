@@ -21,7 +21,8 @@ import pytest
 
 from cq_portage.sandbox.prefix import Prefix, Sandbox
 from cq_portage.sandbox.repository import Ebuild
-from emerge_helpers import EmergeLine, cq_plans, emerge_plan, real_emerge, write_config
+from emerge_helpers import (EmergeLine, cq_plans, emerge_plan, parse_emerge, real_emerge,
+                             write_config)
 
 # A patch that creates a file, so it applies to the sandbox's empty ${S}.
 PATCH = "--- /dev/null\n+++ b/patched.txt\n@@ -0,0 +1 @@\n+patched by the site\n"
@@ -330,3 +331,29 @@ def test_binary_without_ebuild(site, tmp_path):
         expected = emerge_plan(site.client, targets, usepkg=True)
         assert _kinds(expected) == kinds, targets
         _assert_plan_equals(site.client, tmp_path, targets, expected)
+
+
+@pytest.mark.parametrize("variant, targets, group", [
+    pytest.param("client", ["app-misc/consumer-both"], {}, id="fresh-sub-slot"),
+    pytest.param("patched", ["app-misc/patched-same"], {}, id="user-patches"),
+    pytest.param("client", ["app-misc/kw"], {"env": {"ACCEPT_KEYWORDS": "~amd64"}},
+                 id="testing-keywords"),
+    pytest.param("no-changed-deps", ["app-misc/chdeps"], {}, id="changed-deps-n"),
+    pytest.param("client", ["app-misc/slotchg"], {}, id="old-slot"),
+    pytest.param("client", ["app-misc/gone"], {}, id="no-ebuild"),
+])
+def test_planned_binaries_install_as_planned(site, tmp_path, variant, targets, group):
+    """Where the plan is all binaries, the install's `emerge --usepkgonly` given each entry
+    with its BUILD_ID (=cpv-BUILD_ID::repo) resolves to exactly the plan's instances."""
+    prefix = site.client if variant == "client" else site.variants[variant]
+    env = group.get("env", {})
+    expected = emerge_plan(prefix, targets, env, usepkg=True)
+    assert expected and {line.kind for line in expected} == {"binary"}, expected
+    plan = _assert_plan_equals(prefix, tmp_path, targets, expected, group)
+
+    atoms = [f"={p['cpv']}-{p['build_id']}::{p['repo']}" for p in plan]
+    done = real_emerge(prefix, "--usepkgonly", "--oneshot", "--binpkg-respect-use=y", *atoms,
+                       env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [(line.kind, line.cpv, line.build_id) for line in parse_emerge(done.stdout)] == \
+        [("binary", p["cpv"], p["build_id"]) for p in plan]
