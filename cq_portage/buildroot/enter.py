@@ -6,6 +6,7 @@ points), and turns the command's environment into Popen arguments. Nothing else 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ HOST_VARIABLES = frozenset({
     "PATH", "HOME", "PWD", "OLDPWD", "SHELL", "MAIL", "TMPDIR", "TMP", "TEMP", "VIRTUAL_ENV",
     "PORTAGE_OVERRIDE_EPREFIX", "EPREFIX", "ROOT", "SYSROOT", "PORTAGE_CONFIGROOT",
     "_", "INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"})
-HOST_VARIABLE_PREFIXES = ("LD_", "PYTHON", "XDG_", "DBUS_", "SSH_")
+HOST_VARIABLE_PREFIXES = ("LD_", "XDG_", "DBUS_", "SSH_")
+# The interpreter's own (PYTHONPATH, PYTHONHOME, ...), not Portage's PYTHON_TARGETS.
+_PYTHON_VARIABLE = re.compile(r"PYTHON[A-Z]+")
 
 
 class PrefixEntry:
@@ -98,7 +101,8 @@ class ChrootEntry:
 
     def popen_args(self, env: dict[str, str]) -> dict[str, Any]:
         clean = {k: v for k, v in env.items()
-                 if k not in HOST_VARIABLES and not k.startswith(HOST_VARIABLE_PREFIXES)}
+                 if k not in HOST_VARIABLES and not k.startswith(HOST_VARIABLE_PREFIXES)
+                 and not _PYTHON_VARIABLE.fullmatch(k)}
         clean.update(PATH=GENTOO_PATH, HOME="/root")
         plan, root = self.mounts(), str(self.root)
         self._errors = errors_r, errors_w = os.pipe()  # close-on-exec: empty when it worked

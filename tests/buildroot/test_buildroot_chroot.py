@@ -51,15 +51,19 @@ def test_the_hosts_trees_are_inside_at_their_own_paths(host, chroot):
 
 def test_the_jobs_variables_arrive_and_path_is_the_roots(host, chroot):
     env = {"USE": "foo -bar", "CQ_JOB_ID": "42", "ABI_X86": "64 32",
+           "PYTHON_TARGETS": "python3_12", "LD_PRELOAD": "", "TMPDIR": "/host/tmp",
            "CQ_PACKAGE_USE": "dev-libs/brlib foo\napp-misc/brapp -foo"}
     script = ('echo "USE=$USE" "JOB=$CQ_JOB_ID" "ABI=$ABI_X86" "PATH=$PATH" "HOME=$HOME"'
               ' "EPREFIX=${PORTAGE_OVERRIDE_EPREFIX-unset}" "PYTHONPATH=${PYTHONPATH-unset}"'
-              ' "PINS=${CQ_PACKAGE_USE-unset}"; cat /etc/portage/package.use/zz-cq-portage')
+              ' "PINS=${CQ_PACKAGE_USE-unset}" "PT=$PYTHON_TARGETS"'
+              ' "LD=${LD_PRELOAD-unset}" "TMPDIR=${TMPDIR-unset}";'
+              ' cat /etc/portage/package.use/zz-cq-portage')
     done = run_sh(host, script, env=env)
     assert done.returncode == 0, done.stderr
     first, *pins = done.stdout.splitlines()
     assert first == (f"USE=foo -bar JOB=42 ABI=64 32 PATH={GENTOO_PATH} HOME=/root "
-                     "EPREFIX=unset PYTHONPATH=unset PINS=unset")
+                     "EPREFIX=unset PYTHONPATH=unset PINS=unset PT=python3_12 LD=unset "
+                     "TMPDIR=unset")
     assert pins == ["dev-libs/brlib foo", "app-misc/brapp -foo"]
     # Without the variable the pins of the last job are gone.
     done = run_sh(host, "wc -c < /etc/portage/package.use/zz-cq-portage")
