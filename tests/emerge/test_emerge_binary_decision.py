@@ -39,6 +39,7 @@ class PatchableEbuild(Ebuild):
         return super().cache_entry(ebuild_md5).replace("DEFINED_PHASES=install",
                                                         "DEFINED_PHASES=install prepare")
 
+
 # What the repository holds before the binary packages are made ...
 BEFORE = [
     Ebuild("dev-libs/libz-1", slot="0/1"),
