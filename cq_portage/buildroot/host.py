@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import configparser
 import io
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -14,8 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 from .roots import BuildRootError
-
-log = logging.getLogger(__name__)
 
 # Values Portage puts into make.conf's layer itself; a root gets its own.
 _COMPUTED = frozenset({"PORTAGE_ARCHLIST"})

@@ -5,15 +5,11 @@ group, and that must reach the command (and all it started) directly, not only t
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import subprocess
 import sys
 
 from .roots import EXIT_FAILED, BuildRootError
-
-log = logging.getLogger(__name__)
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_NOT_FOUND = 127
