@@ -19,7 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from .auth import AuthError, Munge
 from .client import Client, ClientError, Outcome
-from .cq_pb2 import HOST_DOWN
+from .cq_pb2 import HOST_DOWN, job_info
 from .wire import DEFAULT_PORT, BadRequest, Limits, State, parse_after, parse_env, parse_labels
 
 NOT_RUN = 255
@@ -139,12 +139,12 @@ def parse_after_option(values: list[str]) -> list[int]:
     return list(parse_after(ids, Limits(max_after=1 << 20)))  # the server has the limit
 
 
-def _waiting(j) -> bool:
+def _waiting(j: job_info) -> bool:
     """Queued behind the jobs in its `after`: the server gives it no position."""
     return j.state == State.QUEUED and bool(j.after) and not j.HasField("position")
 
 
-def _after(j) -> str:
+def _after(j: job_info) -> str:
     return ", ".join(map(str, j.after))
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from cq_portage.cq import cq_pb2 as pb
 from cq_portage.cq.client import Refused
-from cq_portage.cq.wire import Op, State, Status, build_request
+from cq_portage.cq.wire import BadRequest, Limits, Op, State, Status, build_request, \
+    parse_request
 from cq_portage.sandbox.server import hold_queue, wait_running
 
 from helpers import cq_client, original_client_request, raw_exchange
@@ -26,6 +27,19 @@ FAILED = pb.JobState.Value("FAILED")
 def appender(trace, word: str, seconds: float = 0) -> list[str]:
     """A job that takes `seconds`, then writes `word` to the shared trace."""
     return ["sh", "-c", f"sleep {seconds}; echo {word} >> {trace}"]
+
+
+def test_after_on_the_wire_is_a_set_and_absent_unless_given():
+    req = parse_request(build_request(Op.SUBMIT, ["a"], after=[5, 3, 5]), Limits())
+    assert req.after == (3, 5)
+    plain = build_request(Op.SUBMIT, ["a"])
+    assert parse_request(plain, Limits()).after == ()
+    assert b"\xc8\x01" not in plain  # field 25's tag: not a byte more for an old peer
+    original = pb.cq_req(command="a", args=["a", ""], env=[""]).SerializeToString()
+    assert parse_request(original, Limits()).after == ()
+    with pytest.raises(BadRequest, match="^more than 2 jobs to run after$"):
+        parse_request(build_request(Op.SUBMIT, ["a"], after=[1, 2, 3]), Limits(max_after=2))
+    assert "after" not in [f.name for f, _ in pb.job_info(id=1).ListFields()]
 
 
 def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_back(
