@@ -93,7 +93,9 @@ class Server:
         self.runners = Runners(runners)
         self.store.on_settled = self._settled
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
-        self._inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * BATCH)
+        # Bounded in bytes (config.max_memory), not in entries: see _receive.
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._held = 0  # bytes of requests taken off the socket and not yet answered
         self._stop = asyncio.Event()
         self.failed = False  # stopped by an internal error: exit status 1
 
@@ -130,9 +132,9 @@ class Server:
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
-        # A hard cap against memory exhaustion (the peer is disconnected); below it, oversized
-        # requests get an answer. MUNGE's own limit on a credential is 1 MiB.
-        sock.setsockopt(zmq.MAXMSGSIZE, max(4 << 20, 4 * self.config.limits.max_request_bytes))
+        # A hard cap: a larger frame disconnects its peer before ZeroMQ allocates it; below
+        # it, oversized requests are answered and dropped without being queued (_receive).
+        sock.setsockopt(zmq.MAXMSGSIZE, max(1 << 20, 2 * self._frame_limit()))
         sock.setsockopt(zmq.HEARTBEAT_IVL, 10000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
         endpoint = f"tcp://{self.config.host}:{self.config.port}"
@@ -206,13 +208,47 @@ class Server:
 
     # -- requests -----------------------------------------------------------------------
 
+    def _frame_limit(self) -> int:
+        """The largest request frame: a credential (base64 of the payload, and then some)."""
+        return self.config.limits.max_request_bytes * 4 // 3 + 4096
+
     async def _receive(self) -> None:
-        """Take frames off the socket and start decoding each at once, in a worker thread."""
+        """Take frames off the socket and start decoding each at once, in a worker thread.
+
+        What unauthenticated peers can make the server hold is bounded in bytes: an oversize
+        frame is answered and dropped here, and when the requests waiting (for munged, for a
+        slow incoming hook) hold config.max_memory bytes, more are answered "busy". Never
+        blocking here keeps ZeroMQ's own queues drained."""
         loop = asyncio.get_running_loop()
+        busy_logged = 0.0
+        taken = 0
         while True:
             frames = await self.sock.recv_multipart(copy=False)
-            await self._inbox.put(
-                (frames, loop.run_in_executor(self._decoders, self._authenticate, frames)))
+            size = len(frames[-1]) if len(frames) > 1 else 0
+            cost = 3 * size + 4096  # the frame, its copy and payload while decoded, bookkeeping
+            refusal = None
+            if size > self._frame_limit():
+                refusal = (Status.REFUSED, f"request of {size} bytes is too large")
+            elif self._held + cost > self.config.max_memory:
+                refusal = (Status.SERVER_ERROR, "server busy: too many requests waiting; "
+                                                "try again")
+                if time.monotonic() - busy_logged > 10:
+                    busy_logged = time.monotonic()
+                    log.warning("busy: requests waiting hold %d bytes (limits."
+                                "max_memory_bytes: %d); refusing more", self._held,
+                                self.config.max_memory)
+            if refusal:
+                envelope = [f.bytes for f in frames[:-1]]
+                del frames  # dropped before anything else is done with it
+                await self._reply(envelope, build_reply(refusal[0], 0, error=refusal[1]))
+            else:
+                self._held += cost
+                self._inbox.put_nowait(
+                    (frames, loop.run_in_executor(self._decoders, self._authenticate, frames),
+                     cost))
+            taken += 1
+            if taken % 64 == 0:
+                await asyncio.sleep(0)  # a ready socket never suspends: let the handler in
 
     async def _handle(self) -> None:
         """Handle decoded requests in arrival order, a batch at a time: one commit a batch."""
@@ -220,28 +256,34 @@ class Server:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
-            submissions = []
-            for frames, decoding in batch:
-                envelope = [f.bytes for f in frames[:-1]]
-                try:
-                    outcome = await decoding
-                    if isinstance(outcome, Refusal):
-                        log.warning("refused request from %s: %s", _peer(frames),
-                                    outcome.reason)
-                        await self._reply(envelope, build_reply(outcome.status, 0,
-                                                                error=outcome.reason))
-                    elif outcome.request.op == Op.SUBMIT:
-                        submissions.append((envelope, outcome))
-                    else:
-                        await self._answer(envelope, outcome)
-                except Exception as e:  # one request's bug must not stop the others
+            try:
+                await self._handle_batch(batch)
+            finally:
+                self._held -= sum(cost for _, _, cost in batch)
+
+    async def _handle_batch(self, batch: list) -> None:
+        submissions = []
+        for frames, decoding, _ in batch:
+            envelope = [f.bytes for f in frames[:-1]]
+            try:
+                outcome = await decoding
+                if isinstance(outcome, Refusal):
+                    log.warning("refused request from %s: %s", _peer(frames),
+                                outcome.reason)
+                    await self._reply(envelope, build_reply(outcome.status, 0,
+                                                            error=outcome.reason))
+                elif outcome.request.op == Op.SUBMIT:
+                    submissions.append((envelope, outcome))
+                else:
+                    await self._answer(envelope, outcome)
+            except Exception as e:  # one request's bug must not stop the others
+                await self._internal_error(envelope, e)
+        if submissions:
+            try:
+                await self._submit(submissions)
+            except Exception as e:
+                for envelope, _ in submissions:
                     await self._internal_error(envelope, e)
-            if submissions:
-                try:
-                    await self._submit(submissions)
-                except Exception as e:
-                    for envelope, _ in submissions:
-                        await self._internal_error(envelope, e)
 
     async def _internal_error(self, envelope: list[bytes], e: Exception) -> None:
         """An unexpected exception while answering: a log record with the traceback, an
