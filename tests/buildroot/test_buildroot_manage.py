@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,18 @@ def test_what_a_create_that_died_left_is_made_again(host):
     assert not (leftover / "half-extracted").exists()
     assert (leftover / ".cq-build-root").is_file()
     assert not (leftover / ".cq-build-root.creating").exists()
+
+
+def test_a_command_that_outlives_its_killed_wrapper_keeps_the_root_locked(host):
+    assert host.cli("create", "orphan").returncode == 0
+    first = host.popen("run", "orphan", "--", "sh", "-c", "echo in; sleep 1.5; echo out",
+                       stdout=subprocess.PIPE, start_new_session=True)
+    assert first.stdout.readline() == "in\n"
+    first.kill()  # the wrapper alone, with -9: its sh goes on in the root
+    first.wait()
+    started = time.monotonic()
+    done = host.cli("run", "orphan", "--", "true", timeout=30)
+    assert done.returncode == 0
+    assert one_line(done.stderr) == "cq-build-root: waiting for the build root of orphan"
+    assert first.stdout.read() == "out\n"  # the orphan ended before the second run began
+    assert time.monotonic() - started >= 1.0
