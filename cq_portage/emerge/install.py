@@ -5,6 +5,8 @@ group; the group's variables are exported so emerge computes the same USE the pl
 Entries that a group's package_use lines touch get those flags in USE, which only works per
 emerge call, so the script runs one emerge per run of consecutive entries with the same
 variables (then with --nodeps: the plan already lists every dependency, in merge order).
+A binary package the plan took is named with its build id, so that exactly that instance is
+installed; a built one is the newest instance with the plan's USE: the one its job made.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import shlex
 from collections.abc import Iterable
 
 from cq_portage.emerge.jobs import entry_environment
-from cq_portage.emerge.plan import Plan, PlanEntry
+from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
 
 INSTALL_COMMAND = ("emerge", "--usepkgonly", "--oneshot", "--binpkg-respect-use=y")
+
+
+def install_atom(entry: PlanEntry) -> str:
+    if entry.action == BINARY and entry.binary_build_id:
+        return f"={entry.cpv}-{entry.binary_build_id}::{entry.repo}"
+    return entry.atom
 
 
 def install_batches(plan: Plan, entries: Iterable[PlanEntry] | None = None
@@ -45,7 +53,7 @@ def install_script(plan: Plan, entries: Iterable[PlanEntry] | None = None,
     for env, batch in batches:
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
         command = shlex.join([*emerge, *nodeps])
-        atoms = (shlex.quote(f"={e.cpv}::{e.repo}") for e in batch)
+        atoms = (shlex.quote(install_atom(e)) for e in batch)
         prefix = f"env {assignments} " if assignments else ""
         lines.append(prefix + command + "".join(f" \\\n    {atom}" for atom in atoms))
     return "\n".join(lines) + "\n"

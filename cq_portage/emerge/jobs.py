@@ -1,9 +1,17 @@
 """Plans -> build jobs: one per package instance that needs a build, duplicates merged.
 
+A job builds one package in its group's build root (`cq-build-root run GROUP -- ...`, see
+cq_portage/buildroot): the root first gets the plan's versions of everything the package
+needs (from their binary packages: the jobs that build them run before, `after`), then the
+package is built against exactly those, with `emerge --buildpkg`. Every USE decision of the
+plan travels as package.use lines (CQ_PACKAGE_USE): exported USE or USE_EXPAND variables would
+override package.use (USE_ORDER), so a job exports only the group's other variables.
+
 Two requests are the same work when they would produce the same binary package: same
 version from the same repository, same enabled USE (USE_EXPAND flags such as abi_x86_32
-included), same other build variables (CFLAGS and the like) and the same build command.
-The dedupe key spells exactly that out, sorted, so it is stable across hosts and runs.
+included), same sub-slots of its slot-operator deps (which its binary package records), same
+other build variables (CFLAGS and the like) and the same build command; not the group or its
+root. The dedupe key spells exactly that out, sorted, so it is stable across hosts and runs.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from dataclasses import dataclass
 from cq_portage.emerge.plan import Plan, PlanEntry
 
 ATOM_PLACEHOLDER = "{atom}"
+BUILD_ROOT_COMMAND = ("cq-build-root", "run")
+PACKAGE_USE_VAR = "CQ_PACKAGE_USE"  # package.use lines the build root applies to the job
 
 
 @dataclass(frozen=True)
@@ -27,9 +37,10 @@ class BuildJob:
     repo: str
     use: tuple[str, ...]
     argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]  # first requesting group's variables, flags pinned
+    env: tuple[tuple[str, str], ...]  # first requesting group's variables and USE lines
     groups: tuple[str, ...]
     labels: tuple[str, ...] = ()  # what the build host must have (the group's build_labels)
+    after: tuple[str, ...] = ()  # keys of the builds that must have ended well before
 
     @property
     def environment(self) -> dict[str, str]:
@@ -38,73 +49,102 @@ class BuildJob:
     def to_json(self) -> dict:
         return {"key": self.key, "cpv": self.cpv, "repo": self.repo, "use": list(self.use),
                 "argv": list(self.argv), "env": self.environment, "groups": list(self.groups),
-                "labels": list(self.labels)}
+                "labels": list(self.labels), "after": list(self.after)}
 
 
 def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
     """The group's variables, with the entry's package_use flags put before the group's USE
-    (later USE words win, so this keeps the plan's precedence: group USE over package_use)."""
+    (later USE words win, so this keeps the plan's precedence: group USE over package_use).
+    What an install exports so that emerge computes the plan's USE."""
     env = plan.group.portage_env()
     if entry.package_use:
         env["USE"] = " ".join((*entry.package_use, env.get("USE", ""))).strip()
     return env
 
 
-def build_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
-    """The job's variables: the group's, then every IUSE flag of the package pinned to the
-    plan's value, so the build host's own make.conf or package.use cannot make an instance
-    other than the one the client planned (and --binpkg-respect-use would then refuse).
-    USE_EXPAND flags are pinned through their variable ("-*" resets its incremental value):
-    Portage takes them from ABI_X86 and the like, not from USE."""
-    env = entry_environment(plan, entry)
+def needed(plan: Plan, entry: PlanEntry) -> list[PlanEntry]:
+    """The plan entries `entry` needs, directly or through others, in merge order."""
+    by_cpv = {e.cpv: e for e in plan.entries}
+    found: set[str] = set()
+    stack = list(entry.depends)
+    while stack:
+        cpv = stack.pop()
+        if cpv not in found and cpv in by_cpv:
+            found.add(cpv)
+            stack.extend(by_cpv[cpv].depends)
+    return [e for e in plan.entries if e.cpv in found]
+
+
+def _use_expanded(variable: str, use_expand: Iterable[str]) -> bool:
+    return variable == "USE" or variable.lower() in use_expand
+
+
+def _pin(entry: PlanEntry) -> str:
+    """A package.use line giving `entry` exactly its planned USE (every IUSE flag)."""
     enabled = set(entry.use)
-    plain, expanded = [], {}
-    for flag in sorted(entry.iuse):
-        prefix = next((p for p in plan.use_expand if flag.startswith(p + "_")), None)
-        if prefix is None:
-            plain.append(flag if flag in enabled else f"-{flag}")
-        elif flag in enabled:
-            expanded.setdefault(prefix.upper(), []).append(flag[len(prefix) + 1:])
-        else:
-            expanded.setdefault(prefix.upper(), [])
-    words = env.get("USE", "").split()
-    last = {word.lstrip("-"): word for word in words}  # what the group's USE already says
-    plain = [pin for pin in plain if last.get(pin.lstrip("-")) != pin]
-    if plain:
-        env["USE"] = " ".join((*words, *plain))
-    for variable, values in expanded.items():
-        env[variable] = " ".join(("-*", *values))
+    return " ".join((entry.atom, *(f if f in enabled else f"-{f}" for f in sorted(entry.iuse))))
+
+
+def package_use_lines(plan: Plan, entry: PlanEntry) -> str:
+    """The group's flags for any package the build pulls in (its USE and USE_EXPAND
+    variables as `*/*` lines, then its package_use), then a pin for every package the job
+    names, so the build root's own config cannot make another instance than planned."""
+    lines = []
+    for variable, value in plan.group.portage_env().items():
+        if variable == "USE":
+            lines.append(f"*/* {value}")
+        elif _use_expanded(variable, plan.use_expand):  # an exported one replaces
+            lines.append(f"*/* {variable}: -* {value}".rstrip())
+    lines.extend(str(line) for line in plan.group.package_use)
+    lines.extend(_pin(e) for e in (*needed(plan, entry), entry))
+    return "\n".join(lines)
+
+
+def build_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
+    env = {k: v for k, v in plan.group.portage_env().items()
+           if not _use_expanded(k, plan.use_expand)}
+    env[PACKAGE_USE_VAR] = package_use_lines(plan, entry)
     return env
 
 
-def build_argv(command: Iterable[str], entry: PlanEntry) -> tuple[str, ...]:
-    atom = f"={entry.cpv}::{entry.repo}"
-    command = tuple(command)
+def build_command(plan: Plan, entry: PlanEntry) -> tuple[str, ...]:
+    """The group's build command (run inside its root) with the atoms of what the entry
+    needs, then its own, in place of "{atom}" or at the end."""
+    atoms = tuple(e.atom for e in (*needed(plan, entry), entry))
+    command = plan.group.build_command
     if ATOM_PLACEHOLDER in command:
-        return tuple(atom if arg == ATOM_PLACEHOLDER else arg for arg in command)
-    return (*command, atom)
+        at = command.index(ATOM_PLACEHOLDER)
+        return (*command[:at], *atoms, *command[at + 1:])
+    return (*command, *atoms)
 
 
-def dedupe_key(entry: PlanEntry, env: Mapping[str, str], argv: Iterable[str],
+def build_argv(plan: Plan, entry: PlanEntry) -> tuple[str, ...]:
+    return (*BUILD_ROOT_COMMAND, plan.group.name, "--", *build_command(plan, entry))
+
+
+def dedupe_key(entry: PlanEntry, env: Mapping[str, str], command: Iterable[str],
                use_expand: Iterable[str], labels: Iterable[str] = ()) -> str:
-    """cpv::repo, the enabled USE, the variables that change a build but not USE, argv, and
-    the build host labels if any (another architecture is another package). USE and
-    USE_EXPAND variables are left out: their effect is the enabled USE itself."""
-    reflected = {"USE", *(name.upper() for name in use_expand)}
-    other = sorted((k, v) for k, v in env.items() if k not in reflected)
+    """cpv::repo, the enabled USE, the sub-slots it is built against, the variables that
+    change a build but not USE, the build command, and the build host labels if any
+    (another architecture is another package). The USE variables and package.use lines are
+    left out, their effect is the enabled USE; so are the group and its root."""
+    use_expand = tuple(use_expand)
+    other = sorted((k, v) for k, v in env.items()
+                   if k != PACKAGE_USE_VAR and not _use_expanded(k, use_expand))
     labels = sorted(labels)
     return " ".join([f"{entry.cpv}::{entry.repo}",
                      "USE=" + ",".join(sorted(entry.use)),
+                     *(["AGAINST=" + ",".join(entry.built_against)]
+                       if entry.built_against else []),
                      *(f"{k}={shlex.quote(v)}" for k, v in other),
-                     "CMD=" + shlex.join(argv),
+                     "CMD=" + shlex.join(command),
                      *(["LABELS=" + ",".join(labels)] if labels else [])])
 
 
 def entry_key(plan: Plan, entry: PlanEntry) -> str:
     """The dedupe key of the build a plan entry needs."""
-    env = build_environment(plan, entry)
-    return dedupe_key(entry, env, build_argv(plan.group.build_command, entry), plan.use_expand,
-                      plan.group.build_labels)
+    return dedupe_key(entry, build_environment(plan, entry), plan.group.build_command,
+                      plan.use_expand, plan.group.build_labels)
 
 
 def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
@@ -113,29 +153,37 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
     appearance); should plans disagree (a cycle), first appearance decides."""
     jobs: dict[str, BuildJob] = {}
     first_seen: dict[str, int] = {}
-    after: dict[str, set[str]] = {}
+    order_after: dict[str, set[str]] = {}
     for plan in plans:
+        keys = {e.cpv: entry_key(plan, e) for e in plan.builds}
         previous: str | None = None
         for entry in plan.builds:
-            env = build_environment(plan, entry)
-            argv = build_argv(plan.group.build_command, entry)
-            key = dedupe_key(entry, env, argv, plan.use_expand, plan.group.build_labels)
+            key = keys[entry.cpv]
+            after = tuple(keys[e.cpv] for e in needed(plan, entry) if e.cpv in keys)
             if key in jobs:
                 job = jobs[key]
-                if plan.group.name not in job.groups:
-                    jobs[key] = BuildJob(**{**job.__dict__,
-                                            "groups": (*job.groups, plan.group.name)})
+                jobs[key] = BuildJob(**{**job.__dict__,
+                                        "groups": tuple(dict.fromkeys((*job.groups,
+                                                                       plan.group.name))),
+                                        "after": tuple(dict.fromkeys((*job.after, *after)))})
             else:
                 first_seen[key] = len(first_seen)
-                after[key] = set()
+                order_after[key] = set()
                 jobs[key] = BuildJob(key=key, cpv=entry.cpv, repo=entry.repo, use=entry.use,
-                                     argv=argv, env=tuple(sorted(env.items())),
+                                     argv=build_argv(plan, entry),
+                                     env=tuple(sorted(build_environment(plan, entry).items())),
                                      groups=(plan.group.name,),
-                                     labels=plan.group.build_labels)
+                                     labels=plan.group.build_labels, after=after)
+            order_after[key].update(after)
             if previous is not None and previous != key:
-                after[key].add(previous)
+                order_after[key].add(previous)
             previous = key
-    return [jobs[key] for key in _ordered(first_seen, after)]
+    order = _ordered(first_seen, order_after)
+    # Should plans disagree about an order (a cycle), a job never waits for a later one.
+    position = {key: at for at, key in enumerate(order)}
+    return [BuildJob(**{**jobs[key].__dict__, "after": tuple(
+                a for a in jobs[key].after if position[a] < position[key])})
+            for key in order]
 
 
 def _ordered(first_seen: dict[str, int], after: dict[str, set[str]]) -> list[str]:

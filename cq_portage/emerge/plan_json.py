@@ -39,6 +39,8 @@ def plan_to_json(plan: Plan) -> dict:
                           "build_id": e.binary_build_id, "operation": e.operation,
                           "replaces": e.replaces, "package_use": list(e.package_use),
                           "depends": list(e.depends),
+                          "built_against": list(e.built_against),
+                          "merge_with": list(e.merge_with),
                           "key": None if e.action == BINARY else entry_key(plan, e)}
                          for e in plan.entries],
             "uninstalls": list(plan.uninstalls)}
@@ -68,7 +70,8 @@ def plan_from_json(doc: Any) -> Plan:
             cpv=p["cpv"], repo=p["repo"], slot=p["slot"], use=tuple(p["use"]),
             iuse=tuple(p["iuse"]), action=p["action"], operation=p["operation"],
             replaces=p.get("replaces"), binary_build_id=p.get("build_id"),
-            package_use=tuple(p.get("package_use", ())), depends=tuple(p["depends"]))
+            package_use=tuple(p.get("package_use", ())), depends=tuple(p["depends"]),
+            built_against=tuple(p["built_against"]), merge_with=tuple(p["merge_with"]))
             for p in doc["packages"])
         plan = Plan(group=group, entries=entries, use_expand=tuple(doc["use_expand"]),
                     uninstalls=tuple(doc.get("uninstalls", ())))

@@ -23,9 +23,11 @@ DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
 CONFIG_ENV = "CQ_PORTAGE_CONFIG"
 DEFAULT_PORT = 48005
 DEFAULT_PACKAGES = ("@world",)
-# What the build host runs for one job; the job's "=CATEGORY/PF" atom is appended, or
-# replaces a "{atom}" argument when the command has one (chroot wrappers and the like).
-DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkgonly", "--oneshot", "--usepkg",
+# What a build job runs inside its group's build root: the atoms of what the package needs
+# (at the plan's versions) and then its own are appended, or replace a "{atom}" argument.
+# --newuse leaves alone what the root already has as planned; --usepkg takes the needed
+# packages from the binary packages their own jobs made.
+DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkg", "--usepkg", "--oneshot", "--newuse",
                          "--binpkg-respect-use=y")
 # What fleet mode runs on each host to get its plan (the flags are added after it).
 DEFAULT_REMOTE_COMMAND = ("cq-emerge",)

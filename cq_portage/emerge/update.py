@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cq_portage.cq.client import Client, Outcome, Refused
+from cq_portage.cq.client import Client, ClientError, Outcome, Refused
 from cq_portage.cq.wire import State
 from cq_portage.emerge.install import install_script
 from cq_portage.emerge.jobs import BuildJob, entry_key
@@ -78,6 +78,11 @@ def run_locally(script: str, log_file: Path) -> tuple[int, str]:
     with open(log_file, "wb") as out:
         return subprocess.run(["sh", str(path)], stdin=subprocess.DEVNULL, stdout=out,
                               stderr=subprocess.STDOUT).returncode, ""
+
+
+def _needs(entry: PlanEntry) -> set[str]:
+    """What must be installed before `entry`, or with it."""
+    return {*entry.depends, *entry.merge_with}
 
 
 @dataclass
@@ -163,7 +168,8 @@ class Update:
                 self.summary.reused += 1
                 continue
             submitted = self.client.submit(list(job.argv), job.environment,
-                                           dedupe_key=wire_key(job.key), labels=job.labels)
+                                           dedupe_key=wire_key(job.key), labels=job.labels,
+                                           after=[self.ids[key] for key in job.after])
             if isinstance(submitted, Outcome):
                 raise RuntimeError(f"the server at {self.client.address} speaks only the "
                                    "original cq protocol; cq-emerge needs cq-portage's cq-server")
@@ -237,31 +243,66 @@ class Update:
                 self._show(item, "built")
             else:
                 why = outcome.error or f"exit status {outcome.exit_status}"
+                said = self._last_error_line(job_id)
+                if said:
+                    why += f": {said}"
                 self._show(item, "failed", f"(job {job_id}: {why}; build log: "
                                            f"cq-client -h {self.client.address.split(':')[0]} "
                                            f"--log {job_id})")
         if self.pending is not None:
             self.pending.save()
 
+    def _last_error_line(self, job_id: int, most: int = 4 << 20) -> str:
+        """The last line of a failed build's log that says why: emerge's "!!! ..." or the
+        build root's own one line ("build host's ::gentoo has no =...; sync the build
+        host"); "" when there is none, or the log cannot be read."""
+        data, offset, chunks = b"", 0, []
+        try:
+            while offset < most:
+                data, offset, eof = self.client.log(job_id, offset)
+                chunks.append(data)
+                if eof or not data:
+                    break
+        except ClientError:
+            return ""
+        for line in reversed(b"".join(chunks)[-65536:].decode(errors="replace").splitlines()):
+            line = line.strip()
+            if line.startswith(("!!! ", "cq-build-root: ", "build host's ")):
+                return line.removeprefix("!!! ")
+        return ""
+
     def install_ready(self) -> None:
+        """Install, in one emerge, every package that is ready (binary, or built) and whose
+        plan dependencies are installed or in the same batch; a package whose update forces
+        slot-operator rebuilds goes only together with those rebuilds (merge_with)."""
         if self.plan is None or self.stopped:
             return
+        self._skip_blocked()
         done = {i.cpv for i in self.items if i.state == "installed"}
-        blocked = {i.cpv for i in self.items if i.state in ("failed", "skipped")}
-        batch: list[Item] = []
-        for item in self.items:
-            deps = item.entry.depends
-            if item.state in ("failed", "skipped", "installed"):
-                continue
-            if blocked & set(deps):
-                failed = sorted(blocked & set(deps))[0]
-                self._show(item, "skipped", f"(needs {failed})")
-                blocked.add(item.cpv)
-            elif item.state in ("binary", "built") and set(deps) <= done | {
-                    b.cpv for b in batch}:
-                batch.append(item)
+        ready = {i.cpv for i in self.items if i.state in ("binary", "built")}
+        changed = True
+        while changed:  # drop what needs something neither installed nor going in with it
+            changed = False
+            for item in self.items:
+                if item.cpv in ready and not _needs(item.entry) <= done | ready:
+                    ready.discard(item.cpv)
+                    changed = True
+        batch = [i for i in self.items if i.cpv in ready]
         if batch:
             self._install(batch)
+
+    def _skip_blocked(self) -> None:
+        """Skip what needs a package that failed or was skipped, transitively."""
+        blocked = {i.cpv for i in self.items if i.state in ("failed", "skipped")}
+        changed = True
+        while changed:
+            changed = False
+            for item in self.items:
+                hit = sorted(blocked & _needs(item.entry))
+                if hit and item.state not in ("failed", "skipped", "installed"):
+                    self._show(item, "skipped", f"(needs {hit[0]})")
+                    blocked.add(item.cpv)
+                    changed = True
 
     def _install(self, batch: list[Item]) -> None:
         for item in batch:

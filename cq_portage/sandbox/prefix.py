@@ -76,6 +76,7 @@ class InstalledPackage:
     slot: str
     use: frozenset[str]
     build_id: str = ""
+    rdepend: str = ""  # as recorded: built slot-operator deps read "cat/pkg:SLOT/SUB="
 
 
 @dataclass
@@ -185,7 +186,7 @@ class Prefix:
             found[cpv] = InstalledPackage(
                 cpv=cpv, slot=_read(folder / "SLOT").split("/")[0],
                 use=enabled_use(_read(folder / "USE"), _read(folder / "IUSE")),
-                build_id=_read(folder / "BUILD_ID"))
+                build_id=_read(folder / "BUILD_ID"), rdepend=_read(folder / "RDEPEND"))
         return found
 
     def built_against(self, cpv: str) -> dict[str, str]:
@@ -251,7 +252,7 @@ class Sandbox:
                 instances.append(InstalledPackage(
                     cpv=fields["CPV"], slot=fields.get("SLOT", "0").split("/")[0],
                     use=enabled_use(fields.get("USE", ""), fields.get("IUSE", "")),
-                    build_id=fields.get("BUILD_ID", "")))
+                    build_id=fields.get("BUILD_ID", ""), rdepend=fields.get("RDEPEND", "")))
         return instances
 
 

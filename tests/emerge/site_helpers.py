@@ -84,9 +84,10 @@ class Site:
             return [j.args[-1] for j in client.list() if j.args[-1].startswith("=")]
 
 
-def make_site(root: Path, munged, server_config: dict | None = None):
+def make_site(root: Path, munged, server_config: dict | None = None,
+              repo: list[Ebuild] = REPO, groups: dict = GROUPS):
     sandbox = Sandbox(root / "sandbox").create()
-    sandbox.repository.add(*REPO)
+    sandbox.repository.add(*repo)
     build = sandbox.add_prefix("build")
     hook = str(Path(sys.executable).parent / "cq-emerge-hook")
     server = CqServer(root / "server", munged.socket,
@@ -96,5 +97,5 @@ def make_site(root: Path, munged, server_config: dict | None = None):
     config.write_text(yaml.safe_dump({
         "server": {"host": "127.0.0.1", "port": server.port, "munge_socket": munged.socket,
                    "timeout": 10},
-        "groups": GROUPS}))
+        "groups": groups}))
     return Site(sandbox, build, server, config)

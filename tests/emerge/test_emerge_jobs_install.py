@@ -30,16 +30,24 @@ def test_identical_work_of_several_groups_is_one_job(world, tmp_path):
     assert [job["use"] for job in jobs[:2]] == [["ssl"], []]
     assert all(job["argv"][-1] == "=app-misc/pkguse-1.0::cqtest" for job in jobs)
     assert len({job["key"] for job in jobs}) == 4
-    assert jobs[2]["env"] == {"USE": "ssl -sqlite", "CFLAGS": "-O3"}  # flags pinned
+    # Flags travel as package.use lines: the group's, then a pin of every IUSE flag.
+    assert jobs[2]["env"] == {"CFLAGS": "-O3", "CQ_PACKAGE_USE":
+                              "*/* ssl\n=app-misc/pkguse-1.0::cqtest -sqlite ssl"}
+    assert jobs[0]["argv"][:4] == ["cq-build-root", "run", "a", "--"]
 
 
 def test_dedupe_key_is_stable_and_ignores_use_expand_variables():
     entry = PlanEntry(cpv="a/b-1", repo="r", slot="0", use=("x", "abi_x86_32"),
                       iuse=("x", "abi_x86_32"), action=BUILD, operation="new")
-    argv = ("emerge", "=a/b-1::r")
-    one = dedupe_key(entry, {"USE": "x", "ABI_X86": "32", "CFLAGS": "-O2"}, argv, ("abi_x86",))
-    two = dedupe_key(entry, {"CFLAGS": "-O2", "USE": "x -y"}, argv, ("abi_x86",))
-    assert one == two == "a/b-1::r USE=abi_x86_32,x CFLAGS=-O2 CMD=emerge =a/b-1::r"
+    command = ("emerge", "--buildpkg")
+    one = dedupe_key(entry, {"USE": "x", "ABI_X86": "32", "CFLAGS": "-O2"}, command,
+                     ("abi_x86",))
+    two = dedupe_key(entry, {"CFLAGS": "-O2", "USE": "x -y", "CQ_PACKAGE_USE": "a/b x"},
+                     command, ("abi_x86",))
+    assert one == two == "a/b-1::r USE=abi_x86_32,x CFLAGS=-O2 CMD=emerge --buildpkg"
+    against = PlanEntry(**{**entry.__dict__, "built_against": ("a/lib:0/2",)})
+    assert dedupe_key(against, {}, command, ()) == \
+        "a/b-1::r USE=abi_x86_32,x AGAINST=a/lib:0/2 CMD=emerge --buildpkg"
 
 
 def _plan(group: str, *cpvs: str) -> Plan:
@@ -122,7 +130,8 @@ def test_build_jobs_pin_flags_against_the_build_hosts_own_config(world, tmp_path
     before = cq_plans(client, config, "g")
     assert before["plans"][0]["packages"][0]["use"] == ["abi_x86_32", "abi_x86_64", "ssl"]
     [job] = before["jobs"]
-    assert job["env"] == {"USE": "ssl -http2 -X", "ABI_X86": "-* 32 64"}
+    assert job["env"] == {"CQ_PACKAGE_USE": "*/* ssl -http2\n*/* ABI_X86: -* 64 32\n"
+                          "=app-misc/pinned-1.0::cqtest -X abi_x86_32 abi_x86_64 -http2 ssl"}
     done = subprocess.run(job["argv"], env=odd.env(**job["env"]), cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -130,7 +139,8 @@ def test_build_jobs_pin_flags_against_the_build_hosts_own_config(world, tmp_path
     assert [p["action"] for p in after] == ["binary"]
     # Without the pins the same build host makes another instance (X from its make.conf).
     done = subprocess.run(job["argv"], cwd=tmp_path, capture_output=True, text=True,
-                          env=odd.env(USE="ssl -http2", ABI_X86="64 32"), timeout=300)
+                          env=odd.env(CQ_PACKAGE_USE="*/* ssl -http2\n*/* ABI_X86: 64 32"),
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     built = [i.use for i in world.sandbox.binary_instances() if i.cpv == "app-misc/pinned-1.0"]
     assert frozenset(after[0]["use"]) in built
