@@ -1,13 +1,15 @@
 # make test  - install what the suite needs (virtualenv, munge), then run it
 # make demo  - build a throwaway sandbox and run cq-emerge for two groups against it
 # make bench - the benchmarks in bench/ (figures and ratios, not pass/fail)
+# make dist  - the release tarball dist/cq_portage-VERSION.tar.gz (reproducible sdist)
+# make manifest - its DIST line in the overlay's app-admin/cq-portage/Manifest
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench sysdeps venv proto clean
+.PHONY: test demo bench sysdeps venv proto clean dist manifest
 
 # System packages: munge for MUNGE, openssh-server for the SSH tests, a static busybox
 # for the chroot build-root tests (a minimal chroot of one binary).
@@ -51,5 +53,12 @@ proto: venv
 	$(PY) -m pip install -q 'grpcio-tools==1.85.1'
 	cd cq_portage/cq && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. cq.proto
 
+# What the release ebuild fetches; upload it to the vVERSION release unchanged.
+dist: venv
+	$(PY) tools/dist.py sdist
+
+manifest: dist
+	$(PY) tools/dist.py manifest
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

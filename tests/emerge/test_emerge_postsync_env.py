@@ -5,6 +5,7 @@ USE_EXPAND variables included, and it starts only once the syncing process has e
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -106,6 +107,14 @@ def test_hook_started_by_portage_plans_what_a_plain_run_plans(site, tmp_path):
     add_synced_repository(host, tmp_path)
     install_hook(host)
 
+    # Logs of earlier runs: cq-emerge keeps keep_logs_days (default 30) of them.
+    logs = host.path / "var/lib/cq-portage/logs"
+    logs.mkdir(parents=True)
+    aged, recent = logs / "install-pyexp-old.log", logs / "install-pyexp-recent.log"
+    for path, days in ((aged, 31), (recent, 29)):
+        path.write_text("earlier run\n")
+        os.utime(path, (time.time() - days * 86400,) * 2)
+
     plain = pretend(site, host, config)
     [plan] = plain["plans"]
     [entry] = plan["packages"]
@@ -129,6 +138,7 @@ def test_hook_started_by_portage_plans_what_a_plain_run_plans(site, tmp_path):
     assert set(installed.use) == wanted, log.read_text()
     # And the plain run now finds nothing to do: the hook did not undo anything.
     assert pretend(site, host, config)["plans"][0]["packages"] == []
+    assert not aged.exists() and recent.exists(), "the run prunes logs older than 30 days"
     text = log.read_text()
     assert "waiting for the syncing process" in text and "has exited" in text, text
 

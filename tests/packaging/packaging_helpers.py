@@ -9,6 +9,7 @@ stubs do not know makes the run fail instead of being skipped over.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ OVERLAY = REPO / "ebuild"
 # give a realistic USE dependency).
 PYTHON_USEDEP = "python_targets_python3_12(-)?,python_targets_python3_13(-)?"
 SYSTEMD_UNITDIR = "/usr/lib/systemd/system"
+WORKDIR = "/var/tmp/portage/work"  # where Portage unpacks the distfiles (${WORKDIR})
 
 _STUBS = r"""
 set -f
@@ -34,7 +36,7 @@ has_version() { return 1; }
 elog() { :; }; einfo() { :; }; ewarn() { :; }; eerror() { :; }
 optfeature() { :; }
 distutils-r1_python_install_all() { :; }
-distutils_enable_tests() { :; }
+distutils_enable_tests() { echo "ENABLE_TESTS $*"; }
 _src() { [[ -f $1 ]] || echo "MISSING $1"; }
 _put() { echo "FILE $1 $2 $3"; }
 insinto() { _insdir=$1; }
@@ -62,11 +64,12 @@ source "$STUB_EBUILD" || die "sourcing failed"
 echo "EAPI $EAPI"
 echo "INHERITED $INHERITED"
 for v in DESCRIPTION HOMEPAGE LICENSE SLOT KEYWORDS RESTRICT SRC_URI EGIT_REPO_URI \
-		DISTUTILS_USE_PEP517; do
+		DISTUTILS_USE_PEP517 PYTHON_REQ_USE S; do
 	printf 'VAR %s %s\n' "$v" "$(printf '%s' "${!v}" | tr '\n\t' '  ')"
 done
 printf 'PYTHON_COMPAT %s\n' "${PYTHON_COMPAT[@]}"
 printf 'RDEPEND %s\n' $RDEPEND
+printf 'TEST %s\n' "${CQ_PORTAGE_TESTS[@]}"
 if declare -F python_install_all >/dev/null; then
 	python_install_all
 fi
@@ -92,6 +95,8 @@ class Ebuild:
     variables: dict[str, str] = field(default_factory=dict)
     python_compat: list[str] = field(default_factory=list)
     rdepend: list[str] = field(default_factory=list)
+    tests: list[str] = field(default_factory=list)  # what python_test runs (epytest paths)
+    enable_tests: list[str] = field(default_factory=list)  # distutils_enable_tests' args
     installed: list[Installed] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     perms: dict[str, str] = field(default_factory=dict)
@@ -123,7 +128,7 @@ def source_ebuild(path: Path) -> Ebuild:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
            "STUB_EBUILD": str(path), "STUB_USEDEP": PYTHON_USEDEP,
            "STUB_UNITDIR": SYSTEMD_UNITDIR, "CATEGORY": ebuild.category,
-           "PN": pn, "PV": pv, "P": f"{pn}-{pv}", "PF": f"{pn}-{pv}"}
+           "PN": pn, "PV": pv, "P": f"{pn}-{pv}", "PF": f"{pn}-{pv}", "WORKDIR": WORKDIR}
     done = subprocess.run(["bash", "-c", _STUBS], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=60)
     lines = done.stdout.splitlines()
@@ -144,6 +149,10 @@ def source_ebuild(path: Path) -> Ebuild:
             ebuild.python_compat.append(rest)
         elif word == "RDEPEND" and rest:
             ebuild.rdepend.append(rest)
+        elif word == "TEST" and rest:
+            ebuild.tests.append(rest)
+        elif word == "ENABLE_TESTS":
+            ebuild.enable_tests = rest.split()
         elif word == "FILE":
             kind, dest, src = rest.split(" ", 2)
             ebuild.installed.append(Installed(dest, src, kind == "exe"))
@@ -202,3 +211,16 @@ def setup_py() -> dict:
                     pass  # computed (long_description=open(...)): not needed here
             return values
     raise AssertionError("setup.py has no setup(...) call")
+
+
+def dist_tool():
+    """tools/dist.py (make dist, make manifest) as a module."""
+    spec = importlib.util.spec_from_file_location("cq_portage_dist", REPO / "tools" / "dist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tarball_name() -> str:
+    """The release tarball's file name, as `make dist` names it."""
+    return dist_tool().tarball_name()

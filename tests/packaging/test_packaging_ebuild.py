@@ -3,6 +3,7 @@ setup.py asks for."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import xml.etree.ElementTree as ET
@@ -11,8 +12,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from packaging_helpers import (OVERLAY, PYTHON_USEDEP, REPO, ebuilds, parse_atoms, setup_py,
-                               source_ebuild)
+from packaging_helpers import (OVERLAY, PYTHON_USEDEP, REPO, WORKDIR, ebuilds, parse_atoms,
+                               setup_py, source_ebuild, tarball_name)
 
 # PyPI name in setup.py -> the package that provides it on Gentoo.
 GENTOO_ATOM = {
@@ -136,17 +137,116 @@ def test_cq_portage_install_layout():
     assert {"/var/lib/cq", "/var/log/cq"} <= set(ebuild.dirs)
 
 
-def test_cron_job_runs_an_installed_program():
+def cron_lines() -> list[str]:
+    return (REPO / "etc" / "cron.d" / "cq-portage").read_text().splitlines()
+
+
+def test_cron_job_is_shipped_off_and_one_uncommenting_turns_it_on():
+    """Installing the package starts nothing: the job line is commented out, and removing
+    its '#' is the one step that enables it (a deleted CONFIG_PROTECTed file would come
+    back on the next merge)."""
     ebuild = source_ebuild(MAIN_PACKAGE / "cq-portage-9999.ebuild")
     executables = {i.dest for i in ebuild.installed if i.executable}
-    jobs = [line.split() for line in (REPO / "etc" / "cron.d" / "cq-portage").read_text()
-            .splitlines() if line.strip() and not line.startswith("#") and
-            not re.match(r"^\w+=", line)]
-    assert jobs, "the cron file has no job"
-    for fields in jobs:
-        # minute hour day month weekday user command...
-        assert len(fields) >= 7 and fields[5] == "root", fields
-        assert fields[6] in executables, f"{fields[6]} is not installed by the ebuild"
+    lines = cron_lines()
+    active = [line for line in lines if line.strip() and not line.startswith("#") and
+              not re.match(r"^\w+=", line)]
+    assert active == [], f"the cron file runs something as installed: {active}"
+    jobs = [line[1:].split() for line in lines if re.match(r"^#[\d*]", line)]
+    assert len(jobs) == 1, "exactly one commented-out job line to enable"
+    fields = jobs[0]  # minute hour day month weekday user command...
+    assert len(fields) >= 7 and fields[5] == "root", fields
+    assert fields[6] in executables, f"{fields[6]} is not installed by the ebuild"
+
+
+def test_release_ebuilds_have_a_manifest_line_for_every_distfile():
+    """With thin manifests a release ebuild still needs a DIST line per distfile, or emerge
+    stops at the digest check (`make manifest` writes it)."""
+    checked = 0
+    for path in EBUILDS:
+        ebuild = source_ebuild(path)
+        uri = ebuild.variables["SRC_URI"]
+        if ebuild.pv == "9999" or not uri:
+            continue
+        words = uri.split()
+        # "URI -> NAME" renames the distfile; otherwise it is the URI's last part.
+        distfiles = [words[i + 2] if words[i + 1:i + 2] == ["->"] else w.rsplit("/", 1)[-1]
+                     for i, w in enumerate(words) if "://" in w]
+        manifest = path.parent / "Manifest"
+        assert manifest.is_file(), f"{path.parent.name} has no Manifest"
+        lines = manifest.read_text().splitlines()
+        for name in distfiles:
+            assert any(re.fullmatch(rf"DIST {re.escape(name)} \d+ BLAKE2B [0-9a-f]{{128}} "
+                                    r"SHA512 [0-9a-f]{128}", line) for line in lines), (
+                f"{manifest.relative_to(REPO)} has no DIST line for {name}")
+            checked += 1
+    assert checked >= 2, "cq-portage's and pymunge's release distfiles"
+
+
+def test_release_ebuild_unpacks_where_the_tarball_puts_its_files():
+    ebuild = source_ebuild(MAIN_PACKAGE / f"cq-portage-{setup_py()['version']}.ebuild")
+    assert ebuild.variables["SRC_URI"].endswith(f"/{tarball_name()}")
+    assert ebuild.variables["S"] == f"{WORKDIR}/{tarball_name().removesuffix('.tar.gz')}"
+
+
+def test_python_has_sqlite():
+    """cq-server's job store imports sqlite3, which dev-lang/python can be built without."""
+    assert re.search(r"^import sqlite3$", (REPO / "cq_portage/cq/store.py").read_text(), re.M)
+    for path in MAIN_PACKAGE.glob("*.ebuild"):
+        assert "sqlite" in source_ebuild(path).variables["PYTHON_REQ_USE"].split(",")
+
+
+# What starts munged, sshd, cq-server or a Portage prefix (tests/conftest.py's fixtures,
+# cq_portage.sandbox): none of that works in the ebuild's build sandbox.
+SANDBOX_FIXTURES = {"munged", "public_munged", "make_server", "server", "world", "site",
+                    "sshd", "sshds", "own_sshd", "fleet"}
+SANDBOX_CALLS = {"Munged", "CqServer", "Sandbox", "Prefix", "Sshd", "make_site"}
+
+
+def sandbox_needs(path) -> set[str]:
+    """The sandbox fixtures a test module's tests ask for (through its own fixtures too)
+    and the sandbox parts it starts itself."""
+    tree = ast.parse(path.read_text())
+    functions = {node.name: {a.arg for a in node.args.args}
+                 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    needs = {name for node in ast.walk(tree) if isinstance(node, ast.Call)
+             for name in [getattr(node.func, "id", getattr(node.func, "attr", None))]
+             if name in SANDBOX_CALLS}
+    seen: set[str] = set()
+    todo = [f for f in functions if f.startswith("test_")]
+    while todo:
+        name = todo.pop()
+        for arg in functions.get(name, set()) - seen:
+            seen.add(arg)
+            if arg in SANDBOX_FIXTURES:
+                needs.add(arg)
+            todo.append(arg)
+    return needs
+
+
+def test_ebuild_runs_the_tests_that_need_no_munged_sshd_or_prefix():
+    ebuild = source_ebuild(MAIN_PACKAGE / "cq-portage-9999.ebuild")
+    assert ebuild.enable_tests == ["pytest"]
+    assert "test" not in ebuild.variables["RESTRICT"].split()
+    assert len(ebuild.tests) >= 5
+    for test in ebuild.tests:
+        path = REPO / test
+        assert path.is_file(), f"the ebuild runs {test}, which does not exist"
+        used = sandbox_needs(path)
+        assert not used, f"{test} uses {sorted(used)}: not for the build sandbox"
+    setup_requires = setup_py()["extras_require"]["test"]
+    deps = " ".join(parse_atom.cp for parse_atom in parse_atoms(
+        [w for w in ebuild_test_deps(ebuild) if "/" in w]))
+    for requirement in setup_requires:
+        name = Requirement(requirement).name
+        if name != "pytest":  # distutils_enable_tests pytest brings it
+            assert f"dev-python/{name}" in deps, f"test? ( dev-python/{name} ) is missing"
+
+
+def ebuild_test_deps(ebuild) -> list[str]:
+    text = ebuild.text
+    block = re.search(r'BDEPEND="\s*test\? \((.*?)\)\s*"', text, re.S)
+    assert block, "the ebuild has no BDEPEND=\"test? ( ... )\""
+    return [w.replace("[${PYTHON_USEDEP}]", f"[{PYTHON_USEDEP}]") for w in block[1].split()]
 
 
 def test_dependencies_match_setup_py():

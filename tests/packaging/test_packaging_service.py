@@ -51,6 +51,15 @@ printf 'ARGS %s\n' "$(echo $command_args)"
 depend
 start_pre
 echo "START_PRE $?"
+RC_CMD=stop
+stop_pre
+echo "STOP_PRE $?"
+RC_CMD=restart
+stop_pre
+echo "RESTART_STOP_PRE $?"
+start_pre
+echo "RESTART_START_PRE $?"
+RC_CMD=
 command -v reload >/dev/null && echo "RELOAD"
 """
 
@@ -123,7 +132,31 @@ def test_openrc_script_is_supervised_with_a_pidfile_under_run():
     assert seen["PIDFILE"][0].startswith("/run/")
     assert "reload" in seen["EXTRA"][0].split() and seen.get("RELOAD") == [""]
     checked = " ".join(seen["CHECKPATH"])
-    assert "/var/lib/cq" in checked and "/var/log/cq" in checked
+    # The log's folder, from CQ_SERVER_LOG; the state dir is the config's (cq-server makes it).
+    assert "/var/log/cq" in checked and "/var/lib/cq" not in checked
+
+
+def test_openrc_state_dir_from_conf_d():
+    seen = openrc(CQ_SERVER_CONFIG=str(SERVER_YAML), CQ_SERVER_STATE_DIR="/srv/cq",
+                  CQ_SERVER_LOG="/srv/log/cq/server.log")
+    args = shlex.split(seen["ARGS"][0])
+    assert str(server_args(args).state_dir) == "/srv/cq"
+    assert "-d -m 0750 -o root:root /srv/cq" in seen["CHECKPATH"]
+    assert "-d -m 0750 -o root:root /srv/log/cq" in seen["CHECKPATH"]
+    assert not any("/var/" in c for c in seen["CHECKPATH"]), seen["CHECKPATH"]
+
+
+def test_openrc_restart_with_a_broken_config_stops_nothing(tmp_path):
+    """OpenRC's service-script guide: check in stop_pre when RC_CMD is restart, so that
+    `rc-service cq-server restart` refuses before the running build is interrupted."""
+    broken = tmp_path / "cq-server.yaml"
+    broken.write_text("listen: {port: 0}\n")
+    seen = openrc(CQ_SERVER_CONFIG=str(broken),
+                  stderr=f"cq-server: {broken}:1: port 0 is not between 1 and 65535")
+    assert seen["RESTART_STOP_PRE"] == ["1"], "restart must refuse before stopping"
+    assert seen["STOP_PRE"] == ["0"], "a plain stop is never refused"
+    good = openrc(CQ_SERVER_CONFIG=str(SERVER_YAML))
+    assert good["RESTART_STOP_PRE"] == good["RESTART_START_PRE"] == good["STOP_PRE"] == ["0"]
 
 
 def test_openrc_default_command_line():
@@ -187,6 +220,12 @@ def test_openrc_stop_timeout_outlasts_the_stop_grace():
 
 # --- systemd ------------------------------------------------------------------------------
 
+def unit_values(path: Path, key: str) -> list[str]:
+    """Every value of a key that systemd allows more than once (ExecReload=...), in order."""
+    return [line.split("=", 1)[1] for line in path.read_text().splitlines()
+            if line.startswith(f"{key}=")]
+
+
 def test_systemd_unit_orders_after_munge_and_reloads_with_hup():
     u = unit()
     assert "munge.service" in u["Unit"]["After"].split()
@@ -194,6 +233,21 @@ def test_systemd_unit_orders_after_munge_and_reloads_with_hup():
                                u["Unit"].get("Requires", "")).split()
     assert re.fullmatch(r"/bin/kill -(HUP|s HUP|SIGHUP) \$MAINPID", u["Service"]["ExecReload"])
     assert u["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_checks_the_config_before_start_and_reload():
+    """`systemctl reload` with a broken config fails before any HUP is sent (systemd runs
+    ExecReload= lines in order and stops at the first failure); a start fails at once."""
+    start = unit_values(UNIT, "ExecStart")[0]
+    checks = [unit_values(UNIT, "ExecStartPre"), unit_values(UNIT, "ExecReload")[:-1]]
+    assert re.fullmatch(r"/bin/kill .*\$MAINPID", unit_values(UNIT, "ExecReload")[-1])
+    for check in checks:
+        assert len(check) == 1, check
+        argv = shlex.split(check[0])
+        assert "--check-config" in argv
+        # The same config and options as the server itself gets.
+        assert argv[:1] + [a for a in argv[1:] if a != "--check-config"] == shlex.split(start)
+        assert server_args([a for a in argv[1:] if a != "$CQ_SERVER_OPTS"]).check_config
 
 
 def test_systemd_unit_runs_cq_server_in_the_foreground():

@@ -6,6 +6,8 @@ EAPI=8
 DISTUTILS_USE_PEP517=setuptools
 # Upstream supports Python >= 3.11; ::gentoo's Portage and protobuf start at 3.12.
 PYTHON_COMPAT=( python3_{12..14} )
+# cq-server's job store is SQLite (Python's sqlite3 module).
+PYTHON_REQ_USE="sqlite"
 
 inherit distutils-r1 optfeature systemd
 
@@ -16,17 +18,16 @@ if [[ ${PV} == 9999 ]]; then
 	EGIT_REPO_URI="https://github.com/cq-portage/cq-portage.git"
 	inherit git-r3
 else
-	SRC_URI="https://github.com/cq-portage/cq-portage/archive/refs/tags/v${PV}.tar.gz
-		-> ${P}.gh.tar.gz"
+	# The release tarball is `make dist` (an sdist with etc/, bin/, ebuild/ and tests/),
+	# uploaded to the release; `make manifest` writes its DIST line.
+	SRC_URI="https://github.com/cq-portage/cq-portage/releases/download/v${PV}/cq_portage-${PV}.tar.gz"
+	S="${WORKDIR}/cq_portage-${PV}"
 	# ::gentoo has no arm64 keyword on dev-python/python-daemon yet.
 	KEYWORDS="~amd64 ~x86"
 fi
 
 LICENSE="GPL-2+"
 SLOT="0"
-# The suite starts its own munged and sshd and runs emerge in throwaway prefixes, which
-# the build sandbox does not allow; run `make test` in a checkout instead.
-RESTRICT="test"
 
 # Keep in step with install_requires in setup.py (tests/packaging checks it).
 RDEPEND="
@@ -40,6 +41,33 @@ RDEPEND="
 	>=sys-apps/portage-3.0.60[${PYTHON_USEDEP}]
 	sys-auth/munge
 "
+BDEPEND="
+	test? (
+		dev-python/hypothesis[${PYTHON_USEDEP}]
+		dev-python/packaging[${PYTHON_USEDEP}]
+		dev-python/pytest-timeout[${PYTHON_USEDEP}]
+	)
+"
+
+distutils_enable_tests pytest
+
+# The suites that need no munged, sshd or throwaway Portage prefix: the build sandbox
+# allows none of those. The rest (the server, the queue, cq-emerge against real emerge)
+# is `make test` in a checkout. tests/packaging checks that these need none of them.
+CQ_PORTAGE_TESTS=(
+	tests/packaging/test_packaging_ebuild.py
+	tests/packaging/test_packaging_service.py
+	tests/cq/test_cq_schedule.py
+	tests/cq/test_cq_wire.py
+	tests/emerge/test_emerge_fleet_config.py
+	tests/emerge/test_emerge_logs.py
+	tests/emerge/test_emerge_profiles.py
+	tests/emerge/test_emerge_progress.py
+)
+
+python_test() {
+	epytest "${CQ_PORTAGE_TESTS[@]}"
+}
 
 python_install_all() {
 	distutils-r1_python_install_all
@@ -57,9 +85,11 @@ python_install_all() {
 	insinto /etc/cq-portage
 	doins etc/cq-portage/cq-portage.yaml
 
-	# Clients: the nightly sync-and-update job and the Portage postsync hook
+	# Clients: the nightly sync-and-update job (cron line and timer both off until the
+	# admin turns one on) and the Portage postsync hook (idle until host: {groups: ...})
 	insinto /etc/cron.d
 	newins etc/cron.d/cq-portage cq-portage
+	systemd_dounit etc/systemd/cq-portage-nightly.service etc/systemd/cq-portage-nightly.timer
 	exeinto /usr/libexec/cq-portage
 	doexe etc/libexec/cq-portage-nightly
 	exeinto /etc/portage/postsync.d
@@ -74,15 +104,19 @@ python_install_all() {
 pkg_postinst() {
 	if [[ -z ${REPLACING_VERSIONS} ]]; then
 		elog "Every host (build host and clients) needs the same MUNGE key:"
-		elog "  /etc/munge/munge.key, owner munge:munge, mode 0400, then start munged."
+		elog "  /etc/munge/munge.key, copied before munged first starts; OpenRC's munged"
+		elog "  sets it to root:munge 0640, elsewhere make it munge:munge 0400."
 		elog "Build host: edit /etc/cq/cq-server.yaml, then"
 		elog "  rc-update add cq-server default && rc-service cq-server start"
 		elog "  (systemd: systemctl enable --now cq-server)"
 		elog "Clients: describe the groups, and this host's (host: {groups: [...]}), in"
 		elog "  /etc/cq-portage/cq-portage.yaml, then try cq-emerge --pretend."
-		elog "/etc/cron.d/cq-portage syncs and updates this host's groups at 03:30 every"
-		elog "night (log: /var/log/cq-portage/nightly.log); comment it out to opt out."
+		elog "  Until host: is set, nothing here updates this host by itself."
+		elog "Nightly sync and update (off until you turn it on, log:"
+		elog "  /var/log/cq-portage/nightly.log): remove the '#' before the job line in"
+		elog "  /etc/cron.d/cq-portage, or systemctl enable --now cq-portage-nightly.timer"
 	fi
-	optfeature "the nightly job in /etc/cron.d/cq-portage" virtual/cron
+	optfeature "the nightly job in /etc/cron.d/cq-portage (a cron that reads /etc/cron.d)" \
+		sys-process/cronie sys-process/systemd-cron
 	optfeature "rotating the logs in /var/log/cq and /var/log/cq-portage" app-admin/logrotate
 }
