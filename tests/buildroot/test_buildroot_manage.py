@@ -34,14 +34,15 @@ def owned_seed(busybox_seed, tmp_path) -> Path:
     os.chmod(folder / "data/secret", 0o640)
     os.chown(folder / "data/secret", 1234, 5678)
     os.chown(folder / "data", 1234, 5678)
+    os.setxattr(folder / "data/secret", "user.cq-test", b"kept")  # as stage3 file caps are
     return folder
 
 
 @pytest.mark.parametrize("suffix", ["tar.xz", "tar.gz", "tar.bz2", "tar.zst"])
 def test_create_from_a_stage3_style_tarball(host, owned_seed, tmp_path, suffix):
     tarball = tmp_path / f"stage3.{suffix}"
-    subprocess.run(["tar", "--create", "--auto-compress", f"--file={tarball}",
-                    f"--directory={owned_seed}", "."], check=True)
+    subprocess.run(["tar", "--create", "--auto-compress", "--xattrs", "--xattrs-include=*",
+                    f"--file={tarball}", f"--directory={owned_seed}", "."], check=True)
     group = "tar-" + suffix.replace(".", "-")
     done = host.cli("create", group, "--kind", "chroot", "--seed", str(tarball))
     assert done.returncode == 0, done.stderr
@@ -49,11 +50,23 @@ def test_create_from_a_stage3_style_tarball(host, owned_seed, tmp_path, suffix):
     info = (root / "data/secret").stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1234, 5678, 0o640)
     assert (root / "data").stat().st_mode & 0o7777 == 0o750
+    assert os.getxattr(root / "data/secret", "user.cq-test") == b"kept"
     assert json.loads((root / ".cq-build-root").read_text())["seed"] == str(tarball)
     run = host.cli("run", group, "--", "sh", "-c", "cat /data/secret")
     assert (run.returncode, run.stdout) == (0, "s\n")
     assert host.cli("remove", group).returncode == 0
     assert not root.exists()
+
+
+def test_create_from_a_folder_keeps_owners_modes_and_xattrs(host, owned_seed):
+    done = host.cli("create", "fromfolder", "--kind", "chroot", "--seed", str(owned_seed))
+    assert done.returncode == 0, done.stderr
+    secret = host.roots / "fromfolder/data/secret"
+    info = secret.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1234, 5678, 0o640)
+    assert os.getxattr(secret, "user.cq-test") == b"kept"
+    assert (host.roots / "fromfolder/bin/sh").readlink() == Path("busybox")
+    assert host.cli("remove", "fromfolder").returncode == 0
 
 
 def test_a_folder_seed_never_copies_the_shared_trees_or_the_roots(host):
