@@ -105,7 +105,11 @@ class Executor:
                 return Result(JobState.FAILED, Status.EXEC_FAILED, 127, msg)
         if self._running_fd is not None:
             # Overwritten in place, not fsync'd: it only serves after a crash of the server.
-            os.pwrite(self._running_fd, f"{job.id} {proc.pid}\n".ljust(40).encode(), 0)
+            try:
+                os.pwrite(self._running_fd, f"{job.id} {proc.pid}\n".ljust(40).encode(), 0)
+            except OSError as e:  # a full disk: only a crash's clean-up would miss it
+                log.warning("job %d: cannot note its pid in %s: %s", job.id, self.running_file,
+                            e.strerror)
         returncode = proc.wait()
         with self._lock:
             self._current, stopping = None, self._stopping

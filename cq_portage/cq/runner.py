@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from .wire import Status
 
 log = logging.getLogger(__name__)
 
+STORE_RETRY_SECONDS = 1.0  # a full disk: how often to try recording a job's end again
 MAX_ATTEMPTS = 2  # a job whose host went down is requeued once, then reported failed
 
 
@@ -61,9 +63,24 @@ class Runner:
         if self.host.ssh is not None:
             await self._until_up(first=True)
         ended = None
+        failing: str | None = None  # why the store refuses to record (a full disk)
         while not self._stopping.is_set():
-            job = self.store.finish_and_start(ended, self.log_dir, self.host.name,
-                                              self.host.labels)  # one commit for both
+            try:
+                job = self.store.finish_and_start(ended, self.log_dir, self.host.name,
+                                                  self.host.labels)  # one commit for both
+            except sqlite3.Error as e:
+                # The result stays here (the job shows as running) and is recorded once
+                # the disk has room again; nothing new starts meanwhile.
+                if failing is None:
+                    log.error("%s: cannot record %s (%s); retrying every %gs", self.host.name,
+                              f"the end of job {ended.id}" if ended else "the next job", e,
+                              STORE_RETRY_SECONDS)
+                failing = str(e)
+                await self._pause(STORE_RETRY_SECONDS)
+                continue
+            if failing is not None:
+                log.warning("%s: the job store records again", self.host.name)
+                failing = None
             if ended is not None:
                 self.running = None
                 self.on_end(ended)
@@ -81,11 +98,29 @@ class Runner:
                 self._host_down(job, e)
                 await self._until_up()
                 continue
+            except Exception as e:  # a bug or an unforeseen fault: this job fails, not all
+                log.error("job %d: internal error while running it: %s: %s", job.id,
+                          type(e).__name__, e, exc_info=e)
+                self.executor.stop("shutdown", grace=1)
+                job.result = Result(JobState.FAILED, Status.SERVER_ERROR, 0,
+                                    f"internal error in cq-server while running it "
+                                    f"({type(e).__name__}: {e})")
             ended = job
         if ended is not None:  # stopping: record it, leave the queue as it is
-            self.store.finish(ended)
+            try:
+                self.store.finish(ended)
+            except sqlite3.Error as e:
+                log.error("job %d ended (%s) but cannot be recorded (%s): the next start "
+                          "reports it as interrupted", ended.id, ended.result.state.value, e)
             self.running = None
             self.on_end(ended)
+
+    async def _pause(self, seconds: float) -> None:
+        """`seconds`, or less if the server stops."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def _host_down(self, job: Job, e: HostDown) -> None:
         self._mark_down(str(e))
@@ -147,7 +182,8 @@ class Runner:
                 await asyncio.sleep(0.05)
             if self.running is job:
                 self.executor.stop("shutdown", grace=5)
-            while self.running is job:
+            deadline = time.monotonic() + 10  # bounded even if run() has died
+            while self.running is job and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         self.executor.close()
         self._pool.shutdown()

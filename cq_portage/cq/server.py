@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -349,7 +350,17 @@ class Server:
             pending.append((envelope, req, job, Submission(job, req.request_id, merge_into)))
         if not pending:
             return
-        accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
+        try:
+            accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
+        except sqlite3.Error as e:
+            if not statedir.disk_failing(e):
+                raise
+            reason = (f"no space left in STATE_DIR {self.config.state_dir}, or its file system "
+                      f"fails ({e}): submission not stored")
+            log.error("%s", reason)
+            for envelope, *_ in pending:
+                await self._reply(envelope, build_reply(Status.SERVER_ERROR, 0, error=reason))
+            return
         for (envelope, req, job, _), acc in zip(pending, accepted):
             log.info("job %d %s from uid %d: %s", acc.job_id,
                      "merged" if acc.merged else "queued", job.requester_uid, _cmd(job))

@@ -26,6 +26,13 @@ class DamagedStore(Exception):
     """cq.db cannot be read as an SQLite database (one line, with what to do)."""
 
 
+def disk_failing(e: BaseException) -> bool:
+    """SQLite's "database or disk is full" or "disk I/O error": the state dir's file system,
+    not the request, is at fault."""
+    return isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+
+
 def check_dir(path: Path, what: str) -> None:
     """Refuse a dir that another user owns or may write to (mode 0777, 1777, 0770...)."""
     st = os.lstat(path)

@@ -14,6 +14,8 @@ no cycles. With no `after` anywhere, `deps` is empty and scheduling is what it w
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,6 +26,8 @@ from pathlib import Path
 
 from .job import Job, JobState, Result, RunAs
 from .wire import Status
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -106,7 +110,8 @@ def _job(row: sqlite3.Row) -> Job:
 
 
 class Store:
-    CHECKPOINT_SECONDS = 1.0
+    CHECKPOINT_SECONDS = 0.25
+    WAL_LIMIT = 4 << 20  # bytes of WAL past which a checkpoint may make writers wait
 
     def __init__(self, path: Path):
         self.path = path
@@ -135,15 +140,39 @@ class Store:
     def _checkpoint(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
+            failing = False
             while not self._closing.wait(self.CHECKPOINT_SECONDS):
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:  # a full disk must not end the thread, or the WAL grows without bound
+                    db.execute(f"PRAGMA wal_checkpoint({self._checkpoint_mode()})")
+                except sqlite3.Error as e:
+                    if not failing:
+                        log.error("checkpoint of %s failed (%s); retrying every %gs", self.path,
+                                  e, self.CHECKPOINT_SECONDS)
+                    failing = True
+                    continue
+                if failing:
+                    log.warning("checkpoint of %s works again", self.path)
+                failing = False
         finally:
             db.close()
+
+    def _checkpoint_mode(self) -> str:
+        """PASSIVE never stalls a submission, but under a steady stream of commits it never
+        catches up with the last one, and only a WAL copied to its end is started afresh:
+        past WAL_LIMIT, TRUNCATE holds the writers back for the moment it takes."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return "PASSIVE"
+        return "TRUNCATE" if size > self.WAL_LIMIT else "PASSIVE"
 
     def close(self) -> None:
         self._closing.set()
         self._checkpointer.join()
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:  # a full disk: the WAL is replayed at the next start
+            log.error("final checkpoint of %s failed: %s", self.path, e)
         self.db.close()
 
     @contextmanager
@@ -152,10 +181,14 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a COMMIT that failed (disk full) may leave it open
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
-        self.db.execute("COMMIT")
         settled, self._settled = self._settled, Settled()
         if self.on_settled and (settled.failed or settled.unblocked):
             self.on_settled(settled)

@@ -144,3 +144,142 @@ def test_unauthenticated_floods_are_bounded_in_bytes(make_server, tmp_path):
     with server.client(timeout=60) as client:  # (through the 12 s hook again)
         assert client.run(["true"]).ok
     assert "busy: requests waiting hold" in server.log.read_text()
+
+
+# -- disk full: a real small tmpfs as the state dir ----------------------------------------
+
+@pytest.fixture
+def tmpfs_server(make_server):
+    """A server (not started) whose state dir is a 16 MiB tmpfs, unmounted afterwards."""
+    import shutil
+    import subprocess
+
+    server = make_server(folder="s")
+    server.kill()
+    shutil.rmtree(server.state_dir)
+    server.state_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0750", "tmpfs",
+                    str(server.state_dir)], check=True)
+    try:
+        yield server
+    finally:
+        server.kill()
+        subprocess.run(["umount", "-l", str(server.state_dir)], check=True)
+
+
+def fill(folder) -> int:
+    """Write a file until the file system is full; its size."""
+    import errno
+
+    chunk = b"\0" * (64 << 10)
+    written = 0
+    with open(folder / "filler", "wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                break
+    return written
+
+
+def stored_state(server, job_id: int) -> str:
+    """What the job store holds, read as another process would."""
+    db = sqlite3.connect(f"file:{server.state_dir / 'cq.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def wait_poll(client, job_id: int):
+    """One WAIT long poll of 1 s: the job's reply, ended or not."""
+    return client._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=1), 10)
+
+
+def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server, tmp_path):
+    from cq_portage.cq.wire import State
+    from cq_portage.sandbox.server import wait_running
+
+    from helpers import cq_client
+
+    server = tmpfs_server
+    server.config = {"stop_grace_seconds": 2}
+    server.start()
+    pid = server.process.pid
+    go = tmp_path / "go"
+    with server.client(timeout=10) as client:
+        job = client.submit(["sh", "-c", f"echo before; while [ ! -e {go} ]; do sleep 0.05; "
+                                         "done; echo after; exit 3"]).job_id
+        wait_running(client, job)
+        assert fill(server.state_dir) > 8 << 20
+
+        # Full: reads answer at once, submissions are refused with one line.
+        started = time.monotonic()
+        assert client.status(job).state == State.RUNNING
+        assert [j.id for j in client.list()] == [job]
+        assert wait_poll(client, job).state == State.RUNNING
+        with pytest.raises(Refused, match="no space left in STATE_DIR") as refused:
+            client.submit(["true"])
+        assert "\n" not in str(refused.value)
+        assert time.monotonic() - started < 5
+        done = cq_client(server, "--timeout", "5", "--", "true")
+        assert done.returncode == 255 and done.stderr.count("\n") == 1
+        assert "no space left in STATE_DIR" in done.stderr and "Traceback" not in done.stderr
+
+        # The job ends while nothing can be recorded: waiters hear how it ended, the store
+        # keeps it as running until it has room.
+        go.touch()
+        deadline = time.monotonic() + 10
+        while "cannot record the end of job" not in server.log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        outcome = client.wait(job)
+        assert (outcome.state, outcome.exit_status) == ("done", 3)
+        assert stored_state(server, job) == "running"
+
+        # Space comes back: the result is recorded within seconds, no restart.
+        (server.state_dir / "filler").unlink()
+        freed = time.monotonic()
+        while stored_state(server, job) != "done":
+            assert time.monotonic() - freed < 5
+            time.sleep(0.1)
+        assert client.run(["true"]).ok
+        assert server.process.pid == pid and server.process.poll() is None
+
+        # The checkpoint thread lived through it: 800 more jobs (some 40 MB of WAL writes
+        # on a 16 MiB file system) all go in, and the WAL stays small.
+        ids = [client.submit(["true", str(i)]).job_id for i in range(800)]
+        assert client.wait(ids[-1], poll=5).ok
+    assert (server.state_dir / "cq.db-wal").stat().st_size < 6 << 20  # Store.WAL_LIMIT 4 MiB
+    log = server.log.read_text()
+    assert "Traceback" not in log
+
+
+def test_sigterm_on_a_full_disk_ends_within_the_grace(tmpfs_server, tmp_path):
+    """A job that ended while the disk was full cannot be recorded: SIGTERM still ends the
+    server within stop_grace_seconds (2) + 5 s, exit 0; the next start reports the job as
+    interrupted, never re-run."""
+    from cq_portage.sandbox.server import wait_running
+
+    server = tmpfs_server
+    server.config = {"stop_grace_seconds": 2}
+    server.start()
+    go = tmp_path / "go"
+    with server.client(timeout=10) as client:
+        job = client.submit(["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done"]).job_id
+        wait_running(client, job)
+        fill(server.state_dir)
+        go.touch()
+        deadline = time.monotonic() + 10
+        while "cannot record the end of job" not in server.log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    started = time.monotonic()
+    assert server.stop(timeout=2 + 5) == 0
+    assert time.monotonic() - started < 2 + 5
+    assert "cannot be recorded" in server.log.read_text()
+    (server.state_dir / "filler").unlink()
+    server.start()
+    with server.client() as client:
+        assert client.wait(job).state == "interrupted"
