@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from . import cq_pb2 as pb
 from .auth import Munge
 from .transport import Connection, NoAnswer, NotConnected, TransportError
-from .wire import DEFAULT_PORT, Op, State, Status, build_request, parse_reply
+from .wire import DEFAULT_PORT, BadReply, Op, State, Status, build_request, parse_reply
 
 WAIT_SECONDS = 20
 
@@ -31,6 +31,29 @@ class ServerUnreachable(ClientError):
 
 class ServerSilent(ServerUnreachable):
     """Connected, but no answer."""
+
+
+class BadServerReply(ClientError):
+    """A reply that is malformed, truncated or does not answer the request: never trusted
+    to say how a job ended."""
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise BadServerReply(f"unexpected reply from the server: {what}")
+
+
+def checked_outcome(rep: pb.cq_rep, job_id: int | None = None) -> "Outcome":
+    """How a job ended, from a reply that must make sense: a status a shell can exit with,
+    the job asked about, and DONE exactly when the command ran."""
+    _check(rep.exit_status <= 255, f"exit status {rep.exit_status} is above 255")
+    if rep.HasField("protocol"):
+        _check(rep.HasField("state"), "no job state")
+        _check(job_id is None or rep.job_id == job_id,
+               f"about job {rep.job_id}, not job {job_id}")
+        _check((rep.state == State.DONE) == (rep.internal_status == Status.RAN),
+               f"state {State.Name(rep.state)} with internal status {rep.internal_status}")
+    return Outcome.from_reply(rep)
 
 
 class Refused(ClientError):
@@ -52,6 +75,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.internal_status == Status.RAN and self.exit_status == 0
+
+    @property
+    def dependency_failed(self) -> bool:
+        """It never ran: a job it was to run after did not end well."""
+        return self.internal_status == Status.DEPENDENCY_FAILED
 
     @classmethod
     def from_reply(cls, rep: pb.cq_rep) -> "Outcome":
@@ -100,6 +128,8 @@ class Client:
             left = max(0.1, deadline - time.monotonic())
             try:
                 rep = parse_reply(self.conn.exchange(frame, left, answer_timeout))
+            except BadReply as e:
+                raise BadServerReply(f"cq-server at {self.address}: {e}") from None
             except NotConnected:
                 raise ServerUnreachable(
                     f"no answer from cq-server at {self.address} within {self.timeout:g}s "
@@ -110,6 +140,8 @@ class Client:
                     raise kind(f"cq-server at {self.address}: {e}") from None
                 time.sleep(0.2)
                 continue
+            _check(rep.exit_status <= 255 and all(j.exit_status <= 255 for j in rep.jobs),
+                   "an exit status above 255")
             if rep.HasField("protocol") and rep.internal_status < 0 and not rep.HasField("state"):
                 raise Refused(rep.internal_status, rep.error or "refused by the server")
             return rep
@@ -136,7 +168,8 @@ class Client:
             raise ServerSilent(f"{e} (an original cq server answers only when the job "
                                     "has ended: use --legacy to wait for it)") from None
         if not rep.HasField("protocol"):
-            return Outcome.from_reply(rep)
+            return checked_outcome(rep)
+        _check(rep.HasField("job_id") and rep.job_id > 0, "no job id for the submission")
         return Submitted(rep.job_id, rep.merged)
 
     def wait(self, job_id: int, on_update: Callable[[pb.cq_rep], None] | None = None,
@@ -145,8 +178,8 @@ class Client:
         while True:
             rep = self._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=poll),
                              answer_timeout=poll + self.timeout)
-            if rep.state not in (State.QUEUED, State.RUNNING):
-                return Outcome.from_reply(rep)
+            if rep.state not in (State.QUEUED, State.RUNNING) or not rep.HasField("state"):
+                return checked_outcome(rep, job_id)
             if on_update:
                 on_update(rep)
 
@@ -160,8 +193,8 @@ class Client:
         return self.wait(submitted.job_id, on_update)
 
     def status(self, job_id: int) -> pb.job_info:
-        rep = self._call(build_request(Op.STATUS, job_id=job_id), self.timeout)
-        return rep.jobs[0]
+        return _one_job(self._call(build_request(Op.STATUS, job_id=job_id), self.timeout),
+                        job_id)
 
     def list(self) -> list[pb.job_info]:
         return self.overview()[0]
@@ -172,9 +205,18 @@ class Client:
         return list(rep.jobs), list(rep.hosts)
 
     def cancel(self, job_id: int) -> pb.job_info:
-        return self._call(build_request(Op.CANCEL, job_id=job_id), self.timeout).jobs[0]
+        return _one_job(self._call(build_request(Op.CANCEL, job_id=job_id), self.timeout),
+                        job_id)
 
     def log(self, job_id: int, offset: int = 0) -> tuple[bytes, int, bool]:
         """A chunk of the job's output from `offset`: (data, next offset, end reached)."""
         rep = self._call(build_request(Op.LOG, job_id=job_id, log_offset=offset), self.timeout)
+        _check(rep.job_id == job_id and rep.HasField("state"), f"no log of job {job_id}")
+        _check(rep.log_offset == offset + len(rep.log),
+               f"log offset {rep.log_offset} after {len(rep.log)} bytes from {offset}")
         return rep.log, rep.log_offset, rep.log_eof
+
+
+def _one_job(rep: pb.cq_rep, job_id: int) -> pb.job_info:
+    _check(len(rep.jobs) == 1 and rep.jobs[0].id == job_id, f"no job {job_id} in the reply")
+    return rep.jobs[0]

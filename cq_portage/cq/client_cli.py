@@ -18,11 +18,12 @@ import time
 from google.protobuf.json_format import MessageToDict
 
 from .auth import AuthError, Munge
-from .client import Client, ClientError, Outcome
+from .client import BadServerReply, Client, ClientError, Outcome
 from .cq_pb2 import HOST_DOWN, job_info
 from .wire import DEFAULT_PORT, BadRequest, Limits, State, parse_after, parse_env, parse_labels
 
 NOT_RUN = 255
+MAX_JOB_ID = (1 << 63) - 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,11 +53,11 @@ def parser() -> argparse.ArgumentParser:
     act = p.add_mutually_exclusive_group()
     act.add_argument("--detach", action="store_true",
                      help="queue the command, print its job id and exit")
-    act.add_argument("--wait", type=int, metavar="ID", help="wait for job ID, as if submitted")
-    act.add_argument("--status", type=int, metavar="ID", help="show job ID")
+    act.add_argument("--wait", type=job_id, metavar="ID", help="wait for job ID, as if submitted")
+    act.add_argument("--status", type=job_id, metavar="ID", help="show job ID")
     act.add_argument("--list", action="store_true", help="show the queue")
-    act.add_argument("--cancel", type=int, metavar="ID", help="cancel job ID")
-    act.add_argument("--log", type=int, metavar="ID", help="print job ID's output")
+    act.add_argument("--cancel", type=job_id, metavar="ID", help="cancel job ID")
+    act.add_argument("--log", type=job_id, metavar="ID", help="print job ID's output")
     p.add_argument("-f", "--follow", action="store_true", help="with --log: until the job ends")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=30.0,
@@ -119,12 +120,24 @@ def main(argv: list[str] | None = None) -> int:
         return finish(args, outcome)
     except (ClientError, AuthError) as e:
         print(f"cq-client: {e}", file=sys.stderr)
-        return NOT_RUN if submitting or args.wait is not None else 1
+        bad = isinstance(e, BadServerReply)  # never read as the job's own status
+        return NOT_RUN if submitting or args.wait is not None or bad else 1
     except KeyboardInterrupt:
         print("cq-client: interrupted; the job stays queued (see --wait)", file=sys.stderr)
         return 130
+    except Exception as e:  # a reply no check above foresaw: one line, never a traceback
+        print(f"cq-client: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        return NOT_RUN
     finally:
         client.close()
+
+
+def job_id(text: str) -> int:
+    """A job id on the command line: a number the server's store can hold."""
+    if not text.isdigit() or int(text) > MAX_JOB_ID:
+        raise argparse.ArgumentTypeError(f"bad job id {text[:40]!r}: want a number from 0 to "
+                                         f"{MAX_JOB_ID}, e.g. 42")
+    return int(text)
 
 
 def parse_after_option(values: list[str]) -> list[int]:
