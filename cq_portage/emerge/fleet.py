@@ -30,7 +30,7 @@ from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, rep
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
 from cq_portage.emerge.logs import prune_logs
-from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
+from cq_portage.emerge.pending import STATE_DIR, Busy, Pending, state_name
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import profile_to_json
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
@@ -190,7 +190,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
     progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
                         output.colour)
     lock = threading.Lock()
-    lock_name = "fleet-" + "+".join(g.name for g in groups)
+    lock_name = state_name("fleet", groups)
     builder: Update | None = None
     fatal: str | None = None
     try:

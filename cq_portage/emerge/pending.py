@@ -5,17 +5,34 @@ by the build's dedupe key: the job id the server gave it. A run that finds a key
 the job (still queued, running, or built) instead of submitting it again, which is how a
 client that detached, or was off when its builds finished, picks up where it left off. A
 lock file keeps two cq-emerge runs for one group on one host from overlapping.
+
+A local group's file is GROUP.json; builds without installs and fleet mode have their own
+(state_name), which no group's name can equal. A damaged file is moved aside with one line
+and the run goes on as if it were empty: the server merges what is submitted again.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 STATE_DIR = "var/lib/cq-portage"  # under EROOT: pending jobs, their locks, install logs
+MAX_JOB_ID = (1 << 63) - 1  # what the server's store can hold
+MAX_BYTES = 64 << 20  # far beyond any real file: past it, one is damaged, not read
+
+log = logging.getLogger(__name__)
+
+
+def state_name(kind: str, groups) -> str:
+    """The state of a run that is not one local group's: kind "build" (builds only) or
+    "fleet". '@' is not allowed in a group's name, so a group named fleet-web keeps its own
+    fleet-web.json and never shares one with fleet mode for the group web."""
+    return f"{kind}@" + "+".join(g.name for g in groups)
 
 
 class Busy(Exception):
@@ -43,13 +60,24 @@ class Pending:
         os.write(fd, f"{os.getpid()}\n".encode())
         pending = cls(state_dir / f"{group}.json", _lock_fd=fd)
         try:
-            pending.jobs = {str(k): int(v) for k, v in
-                            json.loads(pending.path.read_text()).get("jobs", {}).items()}
+            pending.jobs = _read(pending.path)
         except FileNotFoundError:
             pass
-        except (ValueError, AttributeError):  # a damaged file only costs a resubmission
-            pending.jobs = {}
+        except Exception as e:  # damaged: it only costs a resubmission, never the run
+            pending._move_aside(e)
         return pending
+
+    def _move_aside(self, e: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        try:
+            os.replace(self.path, aside)
+        except OSError as moving:
+            self.close()  # the lock is not kept by a run that cannot go on
+            raise RuntimeError(f"damaged pending file {self.path} ({why}) cannot be moved "
+                               f"aside: {moving.strerror}") from None
+        log.warning("damaged pending file %s (%s) moved aside to %s; its builds are "
+                    "submitted again", self.path, why, aside)
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -70,3 +98,22 @@ class Pending:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read(path: Path) -> dict[str, int]:
+    """{dedupe key: job id} from `path`; ValueError when it is anything else."""
+    with open(path, "rb") as f:  # a directory raises IsADirectoryError here
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES} bytes")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    jobs = doc.get("jobs", {}) if isinstance(doc, dict) else None
+    if not isinstance(jobs, dict):
+        raise ValueError("no mapping of jobs")
+    for key, value in jobs.items():
+        if type(value) is not int or not 0 < value <= MAX_JOB_ID:
+            raise ValueError(f"job id {str(value)[:40]} for {key[:80]!r} is not a job id")
+    return dict(jobs)

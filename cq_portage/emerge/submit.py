@@ -13,7 +13,7 @@ from cq_portage.emerge.background import start_update
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
 from cq_portage.emerge.logs import prune_logs
-from cq_portage.emerge.pending import STATE_DIR, Busy, Pending
+from cq_portage.emerge.pending import STATE_DIR, Busy, Pending, state_name
 from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output, make_plans
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.emerge.progress import Progress
@@ -56,7 +56,7 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
     state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
     server = config.server
     client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
-    lock_name = install.group.name if install else "build-" + "+".join(g.name for g in groups)
+    lock_name = install.group.name if install else state_name("build", groups)
     progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
                         output.colour)
     try:
