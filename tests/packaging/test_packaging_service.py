@@ -252,7 +252,8 @@ def test_systemd_checks_the_config_before_start_and_reload():
 
 def test_systemd_unit_runs_cq_server_in_the_foreground():
     service = unit()["Service"]
-    assert service.get("Type", "simple") == "simple"
+    # notify: ready once it listens (cq_portage/cq/sdnotify.py, tested in test_cq_startup)
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
     argv = shlex.split(service["ExecStart"].replace("$CQ_SERVER_OPTS", ""))
     assert argv[0] == "/usr/bin/cq-server" and "--daemon" not in argv
     assert str(server_args(argv[1:]).config) == "/etc/cq/cq-server.yaml"
