@@ -2,8 +2,13 @@
 
 A build host and two client hosts (Gentoo prefixes in one folder, sharing a PKGDIR), groups
 web and db with different USE and ABI_X86, a throwaway munged and cq-server on 127.0.0.1.
-Both clients run cq-emerge at the same time; then the demo shows what the build host built
-(each package instance once) and what each client installed, and stops what it started.
+The packages have build-time dependencies (DEPEND, BDEPEND), slot-operator deps and multilib
+USE deps, and both groups need libxml2 at build time with different USE: each group builds in
+its own build root (a prefix here, a chroot on a real build host). Both clients run cq-emerge
+at the same time; then a sync brings a zlib with a new sub-slot, and the second run rebuilds
+what was built against the old one and installs it together with the new zlib. The demo shows
+what the build host built (each package instance once) and what each client installed, and
+stops what it started.
 """
 
 from __future__ import annotations
@@ -23,19 +28,28 @@ from cq_portage.sandbox.prefix import Prefix, Sandbox
 from cq_portage.sandbox.repository import MULTILIB_IUSE, Ebuild
 from cq_portage.sandbox.server import CqServer
 
+ZLIB_DEP = "sys-libs/zlib:=[abi_x86_32(-)?,abi_x86_64(-)?]"
 REPOSITORY = [
-    Ebuild("sys-libs/zlib-1.3", iuse=MULTILIB_IUSE),
-    Ebuild("dev-libs/openssl-3.2", iuse=("static",) + MULTILIB_IUSE, rdepend="sys-libs/zlib"),
+    Ebuild("sys-libs/zlib-1.3", slot="0/1", iuse=MULTILIB_IUSE),
+    Ebuild("dev-util/ninja-1.11"),
+    Ebuild("dev-libs/libxml2-2.12", iuse=("icu",)),
+    Ebuild("dev-libs/openssl-3.2", iuse=("static",) + MULTILIB_IUSE, depend=ZLIB_DEP,
+           rdepend=ZLIB_DEP, records=("sys-libs/zlib",)),
     Ebuild("app-misc/ca-certificates-2024"),
     Ebuild("www-servers/nginx-1.26", iuse=("ssl", "http2", "X", "debug"),
-           rdepend="ssl? ( dev-libs/openssl app-misc/ca-certificates )"),
+           depend="dev-libs/libxml2 ssl? ( dev-libs/openssl:= )",
+           rdepend="dev-libs/libxml2 ssl? ( dev-libs/openssl:= app-misc/ca-certificates )",
+           bdepend="dev-util/ninja", records=("dev-libs/libxml2", "dev-util/ninja")),
     Ebuild("dev-db/postgresql-16.3", iuse=("ssl", "X", "perl") + MULTILIB_IUSE,
-           rdepend="sys-libs/zlib ssl? ( dev-libs/openssl )"),
+           depend=f"{ZLIB_DEP} dev-libs/libxml2 ssl? ( dev-libs/openssl )",
+           rdepend=f"{ZLIB_DEP} dev-libs/libxml2 ssl? ( dev-libs/openssl )",
+           records=("sys-libs/zlib", "dev-libs/libxml2")),
     Ebuild("app-admin/sudo-1.9", iuse=("ldap",)),
 ]
+SYNC = [Ebuild("sys-libs/zlib-1.3.1", slot="0/2", iuse=MULTILIB_IUSE)]
 GROUPS = {
-    "web": {"use": "ssl http2 -X", "packages": ["www-servers/nginx", "app-admin/sudo"]},
-    "db": {"use": "ssl -X perl", "abi_x86": "64 32",
+    "web": {"use": "ssl http2 -X icu", "packages": ["www-servers/nginx", "app-admin/sudo"]},
+    "db": {"use": "ssl -X perl -icu", "abi_x86": "64 32",
            "packages": ["dev-db/postgresql", "app-admin/sudo"]},
 }
 CLIENTS = {"web1": "web", "db1": "db"}
@@ -52,6 +66,17 @@ def run_client(prefix: Prefix, config: Path, group: str, results: dict) -> None:
     for line in proc.stdout:
         print(f"[{prefix.name:<4}] {line}", end="", flush=True)
     results[prefix.name] = proc.wait()
+
+
+def run_clients(clients: dict[str, Prefix], config: Path) -> dict[str, int]:
+    results: dict[str, int] = {}
+    threads = [threading.Thread(target=run_client, args=(clients[n], config, g, results))
+               for n, g in CLIENTS.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def demo(root: Path) -> int:
@@ -74,13 +99,13 @@ def demo(root: Path) -> int:
                            "munge_socket": munged.socket},
                 "groups": GROUPS}, sort_keys=False))
             say("both clients run cq-emerge at the same time")
-            results: dict[str, int] = {}
-            threads = [threading.Thread(target=run_client, args=(clients[n], config, g, results))
-                       for n, g in CLIENTS.items()]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results = run_clients(clients, config)
+            report(server, sandbox, clients)
+            say("a sync brings sys-libs/zlib-1.3.1 with a new sub-slot (0/2): what was built "
+                "against zlib:0/1 must be rebuilt, and installed together with it")
+            sandbox.repository.add(*SYNC)
+            again = run_clients(clients, config)
+            results = {name: results[name] or again[name] for name in results}
             report(server, sandbox, clients)
     say("stopped cq-server and munged")
     failed = [name for name, code in results.items() if code != 0]
@@ -95,9 +120,11 @@ def report(server: CqServer, sandbox: Sandbox, clients: dict[str, Prefix]) -> No
     say(f"the build host ran {len(jobs)} build jobs (requests for the same instance merged):")
     for j in sorted(jobs, key=lambda j: j.id):
         print(f"    job {j.id:<3} {j.args[-1]:<40} waiters {j.waiters}  exit {j.exit_status}")
-    say("binary packages in the shared PKGDIR, one instance per flag set:")
-    for i in sorted(sandbox.binary_instances(), key=lambda i: (i.cpv, i.build_id)):
-        print(f"    {i.cpv:<32} build {i.build_id:<3} USE=\"{' '.join(sorted(i.use))}\"")
+    say("binary packages in the shared PKGDIR, one instance per flag set and zlib sub-slot:")
+    for i in sorted(sandbox.binary_instances(), key=lambda i: (i.cpv, int(i.build_id or 0))):
+        zlib = next((d for d in i.rdepend.split() if d.startswith("sys-libs/zlib:")), "")
+        print(f"    {i.cpv:<32} build {i.build_id:<3} USE=\"{' '.join(sorted(i.use))}\""
+              + (f"  built against {zlib.split('[')[0]}" if zlib else ""))
     for name, prefix in clients.items():
         say(f"{name} (group {CLIENTS[name]}) has installed:")
         for cpv, pkg in sorted(prefix.installed().items()):

@@ -232,6 +232,7 @@ def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -
         for worker in workers:
             worker.start()
         def ended(job_id: int, outcome: Outcome) -> None:
+            outcome = builder.explained(job_id, outcome)
             builder.job_ended(job_id, outcome)
             for run in planned:
                 if job_id in run.update.ids.values():

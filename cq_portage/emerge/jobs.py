@@ -21,9 +21,12 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from portage.versions import cpv_getkey
+
 from cq_portage.emerge.plan import Plan, PlanEntry
 
 ATOM_PLACEHOLDER = "{atom}"
+PACKAGE_PLACEHOLDER = "{package}"
 BUILD_ROOT_COMMAND = ("cq-build-root", "run")
 PACKAGE_USE_VAR = "CQ_PACKAGE_USE"  # package.use lines the build root applies to the job
 
@@ -109,9 +112,12 @@ def build_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
 
 def build_command(plan: Plan, entry: PlanEntry) -> tuple[str, ...]:
     """The group's build command (run inside its root) with the atoms of what the entry
-    needs, then its own, in place of "{atom}" or at the end."""
+    needs, then its own, in place of "{atom}" or at the end; "{package}" in an argument
+    becomes the entry's CATEGORY/PN:SLOT."""
     atoms = tuple(e.atom for e in (*needed(plan, entry), entry))
-    command = plan.group.build_command
+    package = f"{cpv_getkey(entry.cpv)}:{entry.slot}"
+    command = tuple(arg.replace(PACKAGE_PLACEHOLDER, package)
+                    for arg in plan.group.build_command)
     if ATOM_PLACEHOLDER in command:
         at = command.index(ATOM_PLACEHOLDER)
         return (*command[:at], *atoms, *command[at + 1:])

@@ -24,11 +24,13 @@ CONFIG_ENV = "CQ_PORTAGE_CONFIG"
 DEFAULT_PORT = 48005
 DEFAULT_PACKAGES = ("@world",)
 # What a build job runs inside its group's build root: the atoms of what the package needs
-# (at the plan's versions) and then its own are appended, or replace a "{atom}" argument.
-# --newuse leaves alone what the root already has as planned; --usepkg takes the needed
-# packages from the binary packages their own jobs made.
+# (at the plan's versions) and then its own are appended, or replace a "{atom}" argument;
+# "{package}" becomes its CATEGORY/PN:SLOT. --newuse leaves alone what the root already has
+# as planned, --reinstall-atoms still (re)makes the package itself (the root may hold it
+# built against an old sub-slot), and --usepkg takes what is needed from the binary
+# packages that its own jobs made.
 DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkg", "--usepkg", "--oneshot", "--newuse",
-                         "--binpkg-respect-use=y")
+                         "--reinstall-atoms={package}", "--binpkg-respect-use=y")
 # What fleet mode runs on each host to get its plan (the flags are added after it).
 DEFAULT_REMOTE_COMMAND = ("cq-emerge",)
 # Days cq-emerge keeps its install and fleet logs (STATE_DIR/logs) before pruning them.

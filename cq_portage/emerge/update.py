@@ -12,6 +12,7 @@ How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import subprocess
@@ -208,7 +209,7 @@ class Update:
         return self.finish()
 
     def _ended_then_install(self, job_id: int, outcome: Outcome) -> None:
-        self.job_ended(job_id, outcome)
+        self.job_ended(job_id, self.explained(job_id, outcome))
         self.install_ready()
 
     def finish(self) -> Summary:
@@ -239,23 +240,34 @@ class Update:
                 continue
             if self.pending is not None:
                 self.pending.forget([item.key])  # ended: nothing left to wait for
+            if item.state == "skipped":  # what it needed failed: said so already
+                continue
             if outcome.ok:
                 self._show(item, "built")
+            elif outcome.dependency_failed:
+                self._show(item, "skipped", f"(job {job_id} did not run: {outcome.error})")
             else:
                 why = outcome.error or f"exit status {outcome.exit_status}"
-                said = self._last_error_line(job_id)
-                if said:
-                    why += f": {said}"
                 self._show(item, "failed", f"(job {job_id}: {why}; build log: "
                                            f"cq-client -h {self.client.address.split(':')[0]} "
                                            f"--log {job_id})")
         if self.pending is not None:
             self.pending.save()
 
+    def explained(self, job_id: int, outcome: Outcome) -> Outcome:
+        """A build that failed with an exit status, with the line of its log that says
+        why (asked here, in the thread that owns the client, not in the hosts' threads)."""
+        if outcome.ok or outcome.error:
+            return outcome
+        said = self._last_error_line(job_id)
+        return dataclasses.replace(outcome, error=f"exit status {outcome.exit_status}: {said}"
+                                   ) if said else outcome
+
     def _last_error_line(self, job_id: int, most: int = 4 << 20) -> str:
-        """The last line of a failed build's log that says why: emerge's "!!! ..." or the
-        build root's own one line ("build host's ::gentoo has no =...; sync the build
-        host"); "" when there is none, or the log cannot be read."""
+        """The line of a failed build's log that says why: the build root's own one line
+        ("build host's ::gentoo has no =...; sync the build host"), else the last ebuild
+        error ("ERROR: cat/pkg-1::repo failed (compile phase): its die message"), else
+        emerge's last "!!! ..." line; "" when there is none or the log cannot be read."""
         data, offset, chunks = b"", 0, []
         try:
             while offset < most:
@@ -265,11 +277,17 @@ class Update:
                     break
         except ClientError:
             return ""
-        for line in reversed(b"".join(chunks)[-65536:].decode(errors="replace").splitlines()):
-            line = line.strip()
-            if line.startswith(("!!! ", "cq-build-root: ", "build host's ")):
-                return line.removeprefix("!!! ")
-        return ""
+        lines = [line.strip() for line in
+                 b"".join(chunks)[-65536:].decode(errors="replace").splitlines()]
+        for line in reversed(lines):
+            if line.startswith("cq-build-root: "):
+                return line.removeprefix("cq-build-root: ")
+        for at in range(len(lines) - 1, -1, -1):
+            if lines[at].startswith("* ERROR: "):
+                detail = lines[at + 1].lstrip("* ") if at + 1 < len(lines) else ""
+                return " ".join((lines[at].removeprefix("* "), detail)).strip()
+        return next((line.removeprefix("!!! ") for line in reversed(lines)
+                     if line.startswith("!!! ")), "")
 
     def install_ready(self) -> None:
         """Install, in one emerge, every package that is ready (binary, or built) and whose

@@ -56,7 +56,9 @@ class Ebuild:
     keywords: str = "amd64"
     eapi: str = "8"
     dies: bool = False  # src_install fails: a build that breaks
-    dies_on_merge: bool = False  # pkg_preinst fails: builds fine, cannot be installed
+    # pkg_preinst fails outside a build root (cq_portage.buildroot's marker file): builds
+    # and merges where it is built, cannot be installed on a client
+    dies_on_merge: bool = False
     records: tuple[str, ...] = ()  # atoms whose best_version the build writes down (see text)
 
     @property
@@ -84,7 +86,8 @@ class Ebuild:
                             f' >> "${{T}}/${{PF}}" || die\n'
                             for atom in self.records for root in "db"),
             fail='\tdie "${PF} fails to build, on purpose"\n' if self.dies else "",
-            preinst='\npkg_preinst() {\n\tdie "${PF} refuses to be installed, on purpose"\n}\n'
+            preinst='\npkg_preinst() {\n\t[[ -e ${EROOT%/}/.cq-build-root ]] ||\n'
+                    '\t\tdie "${PF} refuses to be installed, on purpose"\n}\n'
             if self.dies_on_merge else "")
 
     def cache_entry(self, ebuild_md5: str) -> str:

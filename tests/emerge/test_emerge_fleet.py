@@ -171,7 +171,7 @@ def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
     assert "fleet-libs/missing" in "\n".join(errors[at:at + 12])
     # The reachable host went ahead: a failed build skips its dependant, not the rest.
     installed = h4.prefix.installed()
-    assert "fleet-apps/delta-1" in installed and "fleet-apps/needs-broken-1" not in installed
+    assert "fleet-apps/delta-1" in installed and "fleet-apps/needs-broken-1" not in installed, done.stdout + done.stderr
     assert any(e.startswith(f"!!! {h4.label}: fleet-apps/broken-1: failed (job ")
                for e in errors)
     assert any(e.startswith(f"!!! {h4.label}: fleet-apps/needs-broken-1: skipped "
