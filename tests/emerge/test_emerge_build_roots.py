@@ -11,6 +11,8 @@ system is unchanged; a second run has nothing to do."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +181,34 @@ def test_two_groups_need_one_build_dependency_with_different_use(site_for):
             {frozenset({"foo"}), frozenset()}
 
     _update_all(site, clients, scenario, check)
+
+
+def test_two_groups_needing_one_instance_share_its_build(site_for):
+    """Groups whose profiles differ only where these packages do not care: one build each,
+    whichever group's root it ran in, and both groups install it."""
+    scenario = Scenario(
+        old=[Ebuild("dev-libs/libz-1", slot="0/1", iuse=("foo",)),
+             Ebuild("app-misc/consumer-1", iuse=("foo",), depend="dev-libs/libz:=[foo?]",
+                    rdepend="dev-libs/libz:=[foo?]", records=("dev-libs/libz",))],
+        new=[],
+        groups={"a": {"use": "foo"}, "a2": {"use": "foo ssl"}},
+        build_host=[],
+        clients={"a1": ("a", [], {}), "a21": ("a2", [], {})})
+    site, clients = site_for(scenario)
+    site.hold_queue(4)  # both runs meet a busy build host: their submissions merge
+    runs = {}
+    threads = [threading.Thread(target=lambda n=n, g=g: runs.update(
+        {n: site.cq_emerge(clients[n], "--group", g)})) for n, (g, _, _) in
+        scenario.clients.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, done in runs.items():
+        assert done.returncode == 0, f"{name}:\n{done.stdout}\n{done.stderr}"
+        installed = clients[name].installed()
+        assert installed["app-misc/consumer-1"].use == {"foo"}
+        assert installed["app-misc/consumer-1"].rdepend == "dev-libs/libz:0/1=[foo]"
+    assert Counter(site.jobs_run()) == {"=dev-libs/libz-1::cqtest": 1,
+                                        "=app-misc/consumer-1::cqtest": 1}
+    assert len(_binaries(site, "app-misc/consumer-1")) == 1
