@@ -164,13 +164,15 @@ def test_release_ebuilds_have_a_manifest_line_for_every_distfile():
     checked = 0
     for path in EBUILDS:
         ebuild = source_ebuild(path)
-        uri = ebuild.variables["SRC_URI"]
-        if ebuild.pv == "9999" or not uri:
+        if ebuild.pv == "9999":
             continue
-        words = uri.split()
+        words = ebuild.variables["SRC_URI"].split()
         # "URI -> NAME" renames the distfile; otherwise it is the URI's last part.
         distfiles = [words[i + 2] if words[i + 1:i + 2] == ["->"] else w.rsplit("/", 1)[-1]
                      for i, w in enumerate(words) if "://" in w]
+        if not words and "pypi" in ebuild.inherited:  # pypi.eclass: the PyPI sdist
+            distfiles = [f"{ebuild.pn.lower().replace('-', '_')}-{ebuild.pv}.tar.gz"]
+        assert distfiles, f"{path.name} is a release ebuild without distfiles"
         manifest = path.parent / "Manifest"
         assert manifest.is_file(), f"{path.parent.name} has no Manifest"
         lines = manifest.read_text().splitlines()
