@@ -131,7 +131,11 @@ class Store:
         self.db.executescript(INDEXES)
         # Told after each commit that failed or unblocked waiting jobs (on the same thread).
         self.on_settled: Callable[[Settled], None] | None = None
-        self._settled = Settled()
+        self._settled: Settled | None = None  # of the transaction under way, if any
+        # False: `deps` is empty, so an ending job has nobody to tell (the fast path). Set
+        # when rows go in; cleared only after a commit that took rows out left none.
+        self._deps = self._deps_left()
+        self._deps_taken = False
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint, daemon=True,
                                               name="checkpoint")
@@ -177,7 +181,7 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        self._settled = Settled()
+        self._settled, self._deps_taken = None, False
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -189,9 +193,19 @@ class Store:
                 except sqlite3.Error:
                     pass
             raise
-        settled, self._settled = self._settled, Settled()
-        if self.on_settled and (settled.failed or settled.unblocked):
+        if self._deps_taken:
+            self._deps = self._deps_left()
+        settled, self._settled = self._settled, None
+        if settled and self.on_settled:
             self.on_settled(settled)
+
+    def _deps_left(self) -> bool:
+        return self.db.execute("SELECT EXISTS (SELECT 1 FROM deps)").fetchone()[0] == 1
+
+    def _told(self) -> Settled:
+        if self._settled is None:
+            self._settled = Settled()
+        return self._settled
 
     def recover(self) -> list[Job]:
         """Jobs left running by a dead server end as interrupted; they are never re-run."""
@@ -249,8 +263,9 @@ class Store:
                 db.execute("UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?,"
                            " exit_status = 0, error = ? WHERE id = ?",
                            (now, int(Status.DEPENDENCY_FAILED), bad, job_id))
-            else:
+            elif waits:
                 db.executemany("INSERT INTO deps VALUES (?, ?)", [(i, job_id) for i in waits])
+                self._deps = True
         if sub.request_id:
             db.execute("INSERT INTO requests VALUES (?, ?, ?)",
                        (sub.request_id, job_id, job.requester_uid))
@@ -333,25 +348,31 @@ class Store:
             "UPDATE jobs SET state = ?, finished = ?, internal_status = ?, exit_status = ?,"
             " error = ? WHERE id = ?",
             (r.state.value, job.finished, r.internal_status, r.exit_status, r.error, job.id))
+        if not self._deps:
+            return  # the common case: nothing waits for anything
         if job.after:  # a waiting job that ended (cancelled): it waits no more
             self.db.execute("DELETE FROM deps WHERE job_id = ?", (job.id,))
+            self._deps_taken = True
         self._settle(job.id, r.ok, r.how)
 
     def _settle(self, ended: int, ok: bool, how: str) -> None:
         """Tell the jobs that wait for `ended` how it went: one fewer to wait for, or (it
         ended badly) fail them without running, and theirs in turn."""
+        if not self._deps:
+            return
         work = [(ended, ok, how)]
         while work:
             ended, ok, how = work.pop()
             waiting = [r[0] for r in self.db.execute(
                 "SELECT job_id FROM deps WHERE after_id = ?", (ended,))]
             if not waiting:
-                continue  # the common case: nothing waits for it
+                continue  # nothing waits for it
             self.db.execute("DELETE FROM deps WHERE after_id = ?", (ended,))
+            self._deps_taken = True
             if ok:
                 self.db.executemany("UPDATE jobs SET unmet = unmet - 1 WHERE id = ? AND "
                                     "state = 'queued'", [(i,) for i in waiting])
-                self._settled.unblocked = True
+                self._told().unblocked = True
                 continue
             for job_id in waiting:
                 row = self.db.execute("SELECT * FROM jobs WHERE id = ? AND state = 'queued'",
@@ -367,7 +388,7 @@ class Store:
                     "exit_status = 0, error = ?, unmet = 0 WHERE id = ?",
                     (job.finished, int(Status.DEPENDENCY_FAILED), job.result.error, job_id))
                 self.db.execute("DELETE FROM deps WHERE job_id = ?", (job_id,))
-                self._settled.failed.append(job)
+                self._told().failed.append(job)
                 work.append((job_id, False, JobState.FAILED.value))
 
     def get(self, job_id: int) -> Job | None:
