@@ -39,8 +39,22 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
-test: sysdeps venv
+# The oldest protobuf runtime setup.py accepts, in a venv of its own; $(VENV) has the
+# newest. cq_pb2.py must load and work on both: the wire and job tests run on this one too.
+PROTOBUF_OLDEST := 6.31.1
+VENV_OLDEST ?= .venv-protobuf-$(PROTOBUF_OLDEST)
+OLDEST_TESTS := tests/cq/test_cq_proto.py tests/cq/test_cq_wire.py tests/cq/test_cq_jobs.py
+
+$(VENV_OLDEST)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install -q -e '.[test]' 'protobuf==$(PROTOBUF_OLDEST)'
+	touch $@
+
+test: sysdeps venv $(VENV_OLDEST)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@echo ">>> the same cq_pb2.py on protobuf $(PROTOBUF_OLDEST), the oldest runtime accepted"
+	$(VENV_OLDEST)/bin/python -m pytest -q $(OLDEST_TESTS)
 
 demo: sysdeps venv
 	$(PY) -m cq_portage.demo
@@ -48,10 +62,16 @@ demo: sysdeps venv
 bench: sysdeps venv
 	@for b in bench/*.py; do echo ">>> $$b"; $(PY) $$b || exit 1; done
 
-# Regenerate the protobuf module; the runtime pin in setup.py must match this protoc.
-proto: venv
-	$(PY) -m pip install -q 'grpcio-tools==1.85.1'
-	cd cq_portage/cq && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. cq.proto
+# Regenerate the protobuf module, with a protoc whose gencode (6.31.1) loads on protobuf
+# 6.31.1 to 7.x: setup.py's lower bound must be this gencode version (tests/cq checks it).
+# Its own venv: grpcio-tools 1.80 wants protobuf < 7, which must not touch $(VENV).
+PROTOC_TOOLS := grpcio-tools==1.80.1
+VENV_PROTO ?= .venv-proto
+proto:
+	$(PYTHON) -m venv $(VENV_PROTO)
+	$(VENV_PROTO)/bin/python -m pip install -q '$(PROTOC_TOOLS)'
+	cd cq_portage/cq && ../../$(VENV_PROTO)/bin/python -m grpc_tools.protoc -I. \
+		--python_out=. --pyi_out=. cq.proto
 
 # What the release ebuild fetches; upload it to the vVERSION release unchanged.
 dist: venv
@@ -61,4 +81,4 @@ manifest: dist
 	$(PY) tools/dist.py manifest
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_OLDEST) $(VENV_PROTO) build dist *.egg-info .pytest_cache .hypothesis

@@ -32,7 +32,7 @@ SLOT="0"
 # Keep in step with install_requires in setup.py (tests/packaging checks it).
 RDEPEND="
 	>=dev-python/paramiko-3.2[${PYTHON_USEDEP}]
-	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
+	>=dev-python/protobuf-6.31.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/pymunge-0.1.3[${PYTHON_USEDEP}]
 	>=dev-python/python-daemon-3[${PYTHON_USEDEP}]
