@@ -186,3 +186,24 @@ def test_nightly_waits_a_random_delay_within_its_bound(tmp_path, max_delay):
                     CQ_NIGHTLY_LOG=str(log), CQ_NIGHTLY_LOCK=str(tmp_path / "lock"),
                     CQ_NIGHTLY_DELAY="soon")
     assert bad.returncode == 2 and "CQ_NIGHTLY_DELAY=soon is not a number" in bad.stderr
+
+
+def test_nightly_sync_only_syncs_at_once_whatever_host_says(tmp_path):
+    """The build host's early sync (--sync-only): no host groups needed, no random delay,
+    no cq-emerge run; the clients then sync from its tree."""
+    log, marker = tmp_path / "nightly.log", tmp_path / "synced"
+    start = time.monotonic()
+    done = run_plain([NIGHTLY, "--sync-only"], tmp_path, CQ_PORTAGE_CONFIG=str(EXAMPLE),
+                     CQ_NIGHTLY_LOG=str(log), CQ_NIGHTLY_LOCK=str(tmp_path / "lock"),
+                     CQ_NIGHTLY_DELAY="1800", CQ_SYNC_COMMAND=f"touch {marker}")
+    assert time.monotonic() - start < 10, "no random delay for the build host"
+    assert done.returncode == 0 and done.stdout == done.stderr == ""
+    assert marker.exists()
+    text = log.read_text()
+    assert "syncing (--sync-only)" in text and text.rstrip().endswith("synced")
+    assert "cq-emerge" not in text and "waiting" not in text
+    failed = run_plain([NIGHTLY, "--sync-only"], tmp_path, CQ_NIGHTLY_LOG=str(log),
+                       CQ_NIGHTLY_LOCK=str(tmp_path / "lock"), CQ_SYNC_COMMAND="false")
+    assert failed.returncode == 1
+    assert failed.stderr == (f"cq-portage-nightly: sync failed with exit status 1 (log: "
+                             f"{log})\n")

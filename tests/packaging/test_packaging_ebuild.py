@@ -141,10 +141,10 @@ def cron_lines() -> list[str]:
     return (REPO / "etc" / "cron.d" / "cq-portage").read_text().splitlines()
 
 
-def test_cron_job_is_shipped_off_and_one_uncommenting_turns_it_on():
-    """Installing the package starts nothing: the job line is commented out, and removing
-    its '#' is the one step that enables it (a deleted CONFIG_PROTECTed file would come
-    back on the next merge)."""
+def test_cron_jobs_are_shipped_off_and_one_uncommenting_turns_one_on():
+    """Installing the package starts nothing: the job lines are commented out, and removing
+    a '#' is the one step that enables one (a deleted CONFIG_PROTECTed file would come back
+    on the next merge): the clients' update, or the build host's early sync."""
     ebuild = source_ebuild(MAIN_PACKAGE / "cq-portage-9999.ebuild")
     executables = {i.dest for i in ebuild.installed if i.executable}
     lines = cron_lines()
@@ -152,10 +152,14 @@ def test_cron_job_is_shipped_off_and_one_uncommenting_turns_it_on():
               not re.match(r"^\w+=", line)]
     assert active == [], f"the cron file runs something as installed: {active}"
     jobs = [line[1:].split() for line in lines if re.match(r"^#[\d*]", line)]
-    assert len(jobs) == 1, "exactly one commented-out job line to enable"
-    fields = jobs[0]  # minute hour day month weekday user command...
-    assert len(fields) >= 7 and fields[5] == "root", fields
-    assert fields[6] in executables, f"{fields[6]} is not installed by the ebuild"
+    assert len(jobs) == 2, "one commented-out job line for the clients, one for the build host"
+    for fields in jobs:  # minute hour day month weekday user command...
+        assert len(fields) >= 7 and fields[5] == "root", fields
+        assert fields[6] in executables, f"{fields[6]} is not installed by the ebuild"
+    client, build = sorted(jobs, key=len)
+    assert build[7:] == ["--sync-only"] and client[7:] == []
+    minutes = [int(job[1]) * 60 + int(job[0]) for job in (build, client)]
+    assert minutes[1] - minutes[0] >= 30, "the build host syncs half an hour before clients"
 
 
 def test_release_ebuilds_have_a_manifest_line_for_every_distfile():

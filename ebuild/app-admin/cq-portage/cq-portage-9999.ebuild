@@ -97,6 +97,13 @@ python_install_all() {
 	insinto /etc/logrotate.d
 	newins etc/logrotate.d/cq-portage cq-portage
 
+	# One tree for the whole site: the build host serves its ::gentoo over rsync and syncs
+	# before the clients, which sync from it (examples, README "Build host and clients")
+	systemd_dounit etc/systemd/cq-portage-sync.service etc/systemd/cq-portage-sync.timer
+	insinto /usr/share/cq-portage
+	newins etc/rsync/rsyncd-mirror.conf rsyncd-mirror.conf
+	newins etc/portage/repos.conf/from-build-host.conf repos.conf-from-build-host
+
 	keepdir /var/lib/cq /var/log/cq /var/log/cq-portage
 	fperms 0750 /var/lib/cq /var/log/cq
 }
