@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cq_portage.cq.job import Job, JobState, Result
@@ -78,10 +78,13 @@ dep_specs = st.lists(st.tuples(st.integers(0, 2), st.frozensets(st.sampled_from(
                                                                 max_size=1),
                                st.frozensets(st.integers(1, 4), max_size=3)),
                      min_size=1, max_size=20)
-# A step: a host (maybe finishing its job first, well or badly), or a cancel of a queued job.
+# A step: a host (maybe finishing its job first, well or badly), a cancel of a queued job,
+# or a late submission (after jobs that may have ended by then).
 dep_steps = st.lists(st.one_of(
     st.tuples(st.just("host"), st.sampled_from(sorted(HOSTS)), st.booleans(), st.booleans()),
-    st.tuples(st.just("cancel"), st.integers(0, 19))), max_size=50)
+    st.tuples(st.just("cancel"), st.integers(0, 19)),
+    st.tuples(st.just("submit"), st.integers(0, 2), st.frozensets(st.integers(1, 6),
+                                                                  max_size=2))), max_size=50)
 
 
 class Model:
@@ -92,6 +95,13 @@ class Model:
     def __init__(self, jobs: list[Job]):
         self.jobs = {j.id: j for j in jobs}
         self.state = {j.id: "queued" for j in jobs}  # queued running ok bad
+
+    def add(self, job: Job) -> bool:
+        """A late submission; True if it fails at once (a job it needs ended badly)."""
+        self.jobs[job.id] = job
+        bad = any(self.state[a] == "bad" for a in job.after)
+        self.state[job.id] = "bad" if bad else "queued"
+        return bad
 
     def ready(self, job_id: int) -> bool:
         return self.state[job_id] == "queued" and all(
@@ -123,8 +133,15 @@ class Model:
         return failed
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(specs=dep_specs, plan=dep_steps)
+# Always tried: job 2 waits for job 1, which runs; a free host takes job 3, not nothing.
+@example(specs=[(0, frozenset(), frozenset()), (0, frozenset(), frozenset({1})),
+                (0, frozenset(), frozenset())],
+         plan=[("host", "c", False, True), ("host", "a", False, True)])
+# And: job 1 fails; job 2, which waits for it, fails unrun instead of starting.
+@example(specs=[(0, frozenset(), frozenset()), (1, frozenset(), frozenset({1}))],
+         plan=[("host", "c", False, True), ("host", "c", True, False)])
 def test_a_job_starts_only_after_its_dependencies_ended_well(tmp_path_factory, specs, plan):
     store = Store(Path(tmp_path_factory.mktemp("store")) / "cq.db")
     told: list[Settled] = []
@@ -139,7 +156,16 @@ def test_a_job_starts_only_after_its_dependencies_ended_well(tmp_path_factory, s
         running: dict[str, Job] = {}
         for step in plan:
             told.clear()
-            if step[0] == "cancel":
+            if step[0] == "submit":
+                _, uid, back = step
+                new = len(model.jobs) + 1
+                job = Job("true", ("true", str(new)), (), uid, uid,
+                          after=tuple(sorted({new - k for k in back if k < new})))
+                accepted, = store.submit([Submission(job)])
+                assert accepted.job_id == new
+                assert accepted.failed == model.add(replace_id(job, new))
+                want_failed = set()
+            elif step[0] == "cancel":
                 queued = [i for i, s in model.state.items() if s == "queued"]
                 if not queued:
                     continue
