@@ -7,6 +7,7 @@ import ast
 import configparser
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def openrc(shell: str = "sh", stderr: str = "", **conf: str) -> dict[str, list[s
     done = subprocess.run(
         [shell, "-c", _OPENRC_STUBS],
         env={"PATH": "/usr/bin:/bin", "RC_SVCNAME": "cq-server", "CONFD_TEXT": confd,
-             "INIT": str(INIT), "CQ_SERVER_BIN": str(Path(sys.executable).parent / "cq-server")},
+             "INIT": str(INIT), "CQ_SERVER_BIN": cq_server_bin()},
         capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and stderr in done.stderr, done.stderr
     assert bool(done.stderr) == bool(stderr), done.stderr
@@ -80,6 +81,13 @@ def openrc(shell: str = "sh", stderr: str = "", **conf: str) -> dict[str, list[s
         word, _, rest = line.partition(" ")
         seen.setdefault(word, []).append(rest)
     return seen
+
+
+def cq_server_bin() -> str:
+    """This Python's cq-server: beside it in a venv, else on PATH (an ebuild's test phase
+    puts the image's bin directory there)."""
+    beside = Path(sys.executable).parent / "cq-server"
+    return str(beside) if beside.is_file() else (shutil.which("cq-server") or str(beside))
 
 
 def server_args(args: list[str]):

@@ -57,6 +57,8 @@ distutils_enable_tests pytest
 CQ_PORTAGE_TESTS=(
 	tests/packaging/test_packaging_ebuild.py
 	tests/packaging/test_packaging_service.py
+	tests/packaging/test_packaging_nightly.py
+	tests/cq/test_cq_proto.py
 	tests/cq/test_cq_schedule.py
 	tests/cq/test_cq_wire.py
 	tests/emerge/test_emerge_fleet_config.py
