@@ -31,6 +31,7 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) in ("cq-server", "cq_
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import errno  # noqa: E402
 import fcntl  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
@@ -133,14 +134,17 @@ class PidFile:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | statedir.NOFOLLOW, 0o644)
         except OSError as e:
             raise OSError(e.errno, f"cannot open the pid file: {e.strerror}"
-                                   + (" (a symbolic link: refused)" if e.errno == 40 else ""),
+                                   + (" (a symbolic link: refused)" if e.errno == errno.ELOOP
+                                      else ""),
                           str(path)) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise OSError(17, f"already running as pid {holder} (pid file {path})") from None
+            raise OSError(errno.EEXIST, f"already running as pid {holder} (pid file {path})"
+                          ) from None
+        os.ftruncate(self.fd, 0)  # a dead server's pid may be reused: none until ready
 
     def write(self) -> None:
         os.ftruncate(self.fd, 0)
@@ -210,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 files_preserve=[launcher.write_fd] + ([pid_file.fd] if pid_file else []),
                 signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None})
             with context:
-                logsetup.setup(level, args.log_file, syslog=args.syslog or not args.log_file)
+                setup_log(level, args, syslog=args.syslog or not args.log_file)
                 return run(config, args, pid_file, launcher)
-        logsetup.setup(level, args.log_file, args.syslog)
+        setup_log(level, args, syslog=args.syslog)
         return run(config, args, pid_file, None)
     except ConfigError as e:
         return _fail(launcher, 2, str(e))
@@ -222,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return _fail(launcher, 1, f"{e.strerror or e}" + (f": {e.filename}" if e.filename
                                                           else ""))
+
+
+def setup_log(level: int, args, syslog: bool) -> None:
+    try:
+        logsetup.setup(level, args.log_file, syslog=syslog)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot open the log file {args.log_file}: {e.strerror}"
+                      + (f" ({e.filename})" if e.filename else "")) from None
 
 
 def _fail(launcher: Launcher | None, code: int, message: str) -> int:

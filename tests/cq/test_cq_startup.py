@@ -276,9 +276,32 @@ def test_daemon_returns_when_ready_and_takes_signals_at_once(idle, tmp_path):
     assert "Traceback" not in log.read_text()
 
 
+def test_a_stale_pid_file_is_taken_over_and_a_live_one_refused(idle, tmp_path):
+    """A server killed with SIGKILL leaves its pid file: it is not locked, so the next one
+    takes it (empty until ready, since that pid may be reused); a running one's is locked."""
+    pid_file, log = tmp_path / "cq.pid", tmp_path / "cq.log"
+    pid_file.write_text("999999\n")
+    argv = idle.argv() + ["--daemon", "--pid-file", str(pid_file), "--log-file", str(log)]
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=30).returncode == 0
+    pid = int(pid_file.read_text())
+    assert pid != 999999 and alive(pid)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert_one_line(again, 1, f"already running as pid {pid}")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert int(pid_file.read_text()) == pid  # left behind
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=30).returncode == 0
+    new = int(pid_file.read_text())
+    assert new != pid and alive(new)
+    os.kill(new, signal.SIGTERM)
+
+
 def test_daemon_that_cannot_start_says_why_on_the_terminal(idle, tmp_path):
-    """What goes wrong after detaching (here munged's socket is not a socket at all) still
-    reaches the terminal that ran --daemon as one line: a port in use."""
+    """--daemon returns only once the server is ready, or with the one line that says why
+    not: found before detaching (a port in use) or after (its log file cannot be made)."""
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
@@ -288,6 +311,14 @@ def test_daemon_that_cannot_start_says_why_on_the_terminal(idle, tmp_path):
                           capture_output=True, text=True, timeout=30)
     blocker.close()
     assert_one_line(done, 1, "cannot listen on 127.0.0.1")
+
+    (tmp_path / "file").write_text("")
+    bad_log = tmp_path / "file" / "cq.log"  # its folder is a plain file
+    done = subprocess.run(idle.argv() + ["--daemon", "--log-file", str(bad_log)],
+                          capture_output=True, text=True, timeout=30)
+    assert_one_line(done, 1, f"cannot open the log file {bad_log}")
+    with socket.socket() as s:  # and nothing was left listening
+        assert s.connect_ex(("127.0.0.1", idle.port)) != 0
 
 
 def test_systemd_notify_ready_and_stopping(idle, tmp_path):
