@@ -288,13 +288,18 @@ class Server:
 
     async def _internal_error(self, envelope: list[bytes], e: Exception) -> None:
         """An unexpected exception while answering: a log record with the traceback, an
-        error reply, and the server goes on."""
-        log.error("internal error while answering a request: %s: %s", type(e).__name__, e,
-                  exc_info=e)
+        error reply, and the server goes on. A full or failing disk is no bug: one line."""
+        if statedir.disk_failing(e):
+            error = f"no space left in STATE_DIR {self.config.state_dir}, or its file " \
+                    f"system fails ({e}): not done"
+            log.error("%s", error)
+        else:
+            error = f"internal error in cq-server ({type(e).__name__}: {str(e)[:200]}); its " \
+                    "log has the details"
+            log.error("internal error while answering a request: %s: %s", type(e).__name__, e,
+                      exc_info=e)
         try:
-            await self._reply(envelope, build_reply(
-                Status.SERVER_ERROR, 0, error=f"internal error in cq-server ({type(e).__name__}: "
-                                              f"{str(e)[:200]}); its log has the details"))
+            await self._reply(envelope, build_reply(Status.SERVER_ERROR, 0, error=error))
         except Exception:  # the reply cannot be sent either: the client times out and retries
             log.exception("cannot send the internal-error reply")
 

@@ -212,16 +212,19 @@ def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server
         job = client.submit(["sh", "-c", f"echo before; while [ ! -e {go} ]; do sleep 0.05; "
                                          "done; echo after; exit 3"]).job_id
         wait_running(client, job)
+        queued = client.submit(["true", "queued"]).job_id
         assert fill(server.state_dir) > 8 << 20
 
         # Full: reads answer at once, submissions are refused with one line.
         started = time.monotonic()
         assert client.status(job).state == State.RUNNING
-        assert [j.id for j in client.list()] == [job]
+        assert [j.id for j in client.list()] == [job, queued]
         assert wait_poll(client, job).state == State.RUNNING
         with pytest.raises(Refused, match="no space left in STATE_DIR") as refused:
             client.submit(["true"])
         assert "\n" not in str(refused.value)
+        with pytest.raises(Refused, match="no space left in STATE_DIR"):
+            client.cancel(queued)  # a write too
         assert time.monotonic() - started < 5
         done = cq_client(server, "--timeout", "5", "--", "true")
         assert done.returncode == 255 and done.stderr.count("\n") == 1
