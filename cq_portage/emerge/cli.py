@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"cq-emerge: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # binhost: as exported variables, so that planning, forked planners, background runs
+    # and install scripts all see the binhost the way emerge would
+    os.environ.update(config.binhost.environment(os.environ))
     output = Output(json=args.json, verbose=args.verbose, quiet=args.quiet,
                     colour=_colour(args.color), jobs=args.jobs)
     fleet = fleet_mode(config, groups, args)
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_fleet(config, groups, output, pretend=args.pretend, ask=args.ask)
     if args.pretend:
-        return run_pretend(groups, output)
+        return run_pretend(groups, output, unreachable=config.binhost.unreachable)
     from cq_portage.emerge.submit import run_update
 
     return run_update(config, groups, output, ask=args.ask, detach=args.detach)

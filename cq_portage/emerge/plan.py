@@ -37,6 +37,8 @@ from portage.dep import Atom
 from portage.exception import PackageSetNotFound, PortageException
 from portage.versions import vercmp
 
+from cq_portage.emerge.binhost import (BUILD as ON_UNREACHABLE_BUILD, FAIL, INSTALL_VARS,
+                                       BinhostUnreachable, cached_index, fetch_failures)
 from cq_portage.emerge.forked import cpu_count, map_forked
 from cq_portage.emerge.group_view import group_trees, matching_package_use
 from cq_portage.emerge.profiles import GroupProfile
@@ -89,6 +91,11 @@ class Plan:
     entries: tuple[PlanEntry, ...]
     use_expand: tuple[str, ...] = ()  # lower-case USE_EXPAND prefixes, for display
     uninstalls: tuple[str, ...] = ()  # installed packages a blocker makes emerge remove
+    # With FEATURES=getbinpkg: this host's cached copies of the binhosts' indexes (an
+    # install drops them to see a build that just ended, see binhost.py) and the variables
+    # the install exports so that its emerge sees the binhosts as the plan did.
+    binhost_indexes: tuple[str, ...] = ()
+    install_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def builds(self) -> tuple[PlanEntry, ...]:
@@ -131,8 +138,12 @@ class _Setup:
 class Planner:
     """Plans groups against one load of Portage (see the module doc)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None):
+    def __init__(self, environ: Mapping[str, str] | None = None, unreachable: str = FAIL):
+        """`unreachable`: what an unreachable binhost does to planning: FAIL (raise
+        BinhostUnreachable) or BUILD (plan from the local PKGDIR, warning once)."""
         environ = dict(os.environ if environ is None else environ)
+        self._unreachable = unreachable
+        self._binhost_indexes: tuple[str, ...] = ()
         portage.output.nocolor()  # its messages end up in reports and logs, not a terminal
         kwargs = {k: environ[var] for k, var in _ROOT_VARS if environ.get(var)}
         with _captured() as output:
@@ -196,7 +207,10 @@ class Planner:
         return Plan(group=group,
                     entries=tuple(self._entry(pkg, trees, group, depends[pkg], against[pkg],
                                               merge_with[pkg]) for pkg in merges),
-                    use_expand=use_expand, uninstalls=tuple(uninstalls))
+                    use_expand=use_expand, uninstalls=tuple(uninstalls),
+                    binhost_indexes=self._binhost_indexes,
+                    install_env=tuple((k, self._setup.environ[k]) for k in INSTALL_VARS
+                                      if self._binhost_indexes and self._setup.environ.get(k)))
 
     def plan_all(self, groups: Iterable[GroupProfile], jobs: int | None = None
                  ) -> list[Plan | PlanError]:
@@ -247,12 +261,33 @@ class Planner:
                          merge_with=merge_with)
 
     def _populate_bintree(self) -> None:
-        """Read PKGDIR's index, as emerge does for --usepkg before it resolves."""
-        if not self._bintree_populated:
+        """Read PKGDIR's index, and with FEATURES=getbinpkg the binhosts' indexes (fresh
+        ones: getbinpkg_refresh, as emerge's own populate before it resolves), so the
+        resolver sees their instances as `emerge --getbinpkg` does. pretend=True as for
+        `emerge -p`: the trust helper (getuto) is the install's business."""
+        if self._bintree_populated:
+            return
+        bintree = self._setup.trees[self._setup.trees._target_eroot]["bintree"]
+        getbinpkgs = "getbinpkg" in self.settings.features
+        with _captured() as output:
+            bintree.populate(getbinpkgs=getbinpkgs, getbinpkg_refresh=True, pretend=True)
+        _log_output(output)
+        failures = fetch_failures(output.getvalue()) if getbinpkgs else []
+        if failures and self._unreachable != ON_UNREACHABLE_BUILD:
+            raise BinhostUnreachable(f"{failures[0]}; to plan from the local PKGDIR alone "
+                                     "(building what it lacks) set binhost.unreachable: build")
+        if failures:
+            log.warning("%s: planning from the local PKGDIR only (binhost.unreachable: "
+                        "build)", failures[0])
             with _captured() as output:
-                self._setup.trees[self._setup.trees._target_eroot]["bintree"].populate()
+                bintree.populate(getbinpkgs=False)
             _log_output(output)
-            self._bintree_populated = True
+        elif getbinpkgs:
+            repos = getattr(bintree, "_binrepos_conf", None) or {}
+            self._binhost_indexes = tuple(
+                str(cached_index(self.settings["EROOT"], repo.sync_uri))
+                for repo in repos.values() if repo.sync_uri)
+        self._bintree_populated = True
 
 
 def _plan_dependencies(graph, merges: list[Package]) -> dict[Package, tuple[str, ...]]:

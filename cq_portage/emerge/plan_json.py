@@ -43,7 +43,9 @@ def plan_to_json(plan: Plan) -> dict:
                           "merge_with": list(e.merge_with),
                           "key": None if e.action == BINARY else entry_key(plan, e)}
                          for e in plan.entries],
-            "uninstalls": list(plan.uninstalls)}
+            "uninstalls": list(plan.uninstalls),
+            "binhost_indexes": list(plan.binhost_indexes),
+            "install_env": dict(plan.install_env)}
 
 
 def profile_from_json(name: str, doc: dict) -> GroupProfile:
@@ -74,7 +76,10 @@ def plan_from_json(doc: Any) -> Plan:
             built_against=tuple(p["built_against"]), merge_with=tuple(p["merge_with"]))
             for p in doc["packages"])
         plan = Plan(group=group, entries=entries, use_expand=tuple(doc["use_expand"]),
-                    uninstalls=tuple(doc.get("uninstalls", ())))
+                    uninstalls=tuple(doc.get("uninstalls", ())),
+                    binhost_indexes=tuple(map(str, doc.get("binhost_indexes", ()))),
+                    install_env=tuple((str(k), str(v)) for k, v in
+                                      dict(doc.get("install_env", {})).items()))
         said = [p["key"] for p in doc["packages"]]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise PlanFormatError(f"not a plan of this cq-emerge version ({type(e).__name__}: "

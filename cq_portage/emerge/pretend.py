@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
+from cq_portage.emerge.binhost import FAIL
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
 from cq_portage.emerge.plan_json import plan_to_json
@@ -24,15 +25,21 @@ class Output:
     jobs: int | None = None  # groups resolved at once; None: one per CPU
 
 
-def make_plans(groups: list[GroupProfile], output: Output, stderr: TextIO):
-    """(planner, plans, errors), or None when Portage itself could not be loaded (said)."""
+def make_plans(groups: list[GroupProfile], output: Output, stderr: TextIO,
+               unreachable: str = FAIL):
+    """(planner, plans, errors), or None when Portage itself could not be loaded or a
+    binhost could not be reached (said in one line; `unreachable` as Planner's)."""
     # Imported here: importing Portage must wait until the command line has been checked.
     from cq_portage.emerge.forked import ChildFailed
+    from cq_portage.emerge.binhost import BinhostUnreachable
     from cq_portage.emerge.plan import Planner, PlanError, PortageSetupError
 
     try:
-        planner = Planner()
+        planner = Planner(unreachable=unreachable)
         results = planner.plan_all(groups, jobs=output.jobs)
+    except BinhostUnreachable as error:
+        stderr.write(f"cq-emerge: {error}\n")
+        return None
     except PortageSetupError as error:
         if error.output and output.verbose:
             stderr.write(error.output + "\n")
@@ -49,8 +56,8 @@ def make_plans(groups: list[GroupProfile], output: Output, stderr: TextIO):
 
 
 def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys.stdout,
-                stderr: TextIO = sys.stderr) -> int:
-    planned = make_plans(groups, output, stderr)
+                stderr: TextIO = sys.stderr, unreachable: str = FAIL) -> int:
+    planned = make_plans(groups, output, stderr, unreachable)
     if planned is None:
         return EXIT_FAILURE
     _, plans, errors = planned

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from cq_portage.cq.wire import LABEL
+from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
 from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, DEFAULT_PORT,
                                         MAX_KEEP_LOGS_DAYS, Config, ConfigError, GroupProfile,
                                         HostSettings, PackageUse, Server, SshSettings)
@@ -23,7 +24,9 @@ _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Set by their own keys, or moving Portage to another root: not for a group's env.
 _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
-_TOP_KEYS = ("server", "groups", "host", "ssh", "keep_logs_days")
+_TOP_KEYS = ("server", "groups", "host", "ssh", "keep_logs_days", "binhost")
+_BINHOST_KEYS = ("url", "signatures", "unreachable")
+_URL_RE = re.compile(r"(https?|ftp|file|ssh)://\S+")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
 _GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command",
@@ -72,11 +75,44 @@ class Validator:
         keep_logs_days = DEFAULT_KEEP_LOGS_DAYS
         if top and "keep_logs_days" in top:
             keep_logs_days = self.keep_logs_days(top["keep_logs_days"][1])
+        binhost = self.binhost(top["binhost"][1]) if top and "binhost" in top \
+            else BinhostSettings()
         if self.problems:
             raise ConfigError(self.problems)
         assert server is not None
         return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh,
-                      keep_logs_days=keep_logs_days)
+                      keep_logs_days=keep_logs_days, binhost=binhost)
+
+    def binhost(self, node: yaml.Node) -> BinhostSettings:
+        """Where clients get packages over HTTP(S), whether they require signatures, and
+        what planning does when the binhost cannot be reached."""
+        entries = self.mapping(node, "'binhost'", _BINHOST_KEYS)
+        if entries is None:
+            return BinhostSettings()
+        values: dict[str, Any] = {}
+        if "url" in entries:
+            url = self.scalar(entries["url"][1])
+            if not isinstance(url, str) or not all(_URL_RE.fullmatch(u) for u in url.split()) \
+                    or not url.split():
+                self.error(entries["url"][1], "'binhost.url' must be URLs (https://HOST/PATH), "
+                                              "separated by spaces")
+            else:
+                values["url"] = " ".join(url.split())
+        if "signatures" in entries:
+            value = self.scalar(entries["signatures"][1])
+            if value not in ("required", "as-configured"):
+                self.error(entries["signatures"][1], "'binhost.signatures' must be 'required' "
+                                                     "or 'as-configured'")
+            else:
+                values["signatures"] = value == "required"
+        if "unreachable" in entries:
+            value = self.scalar(entries["unreachable"][1])
+            if value not in UNREACHABLE_CHOICES:
+                self.error(entries["unreachable"][1], "'binhost.unreachable' must be "
+                           + " or ".join(repr(c) for c in UNREACHABLE_CHOICES))
+            else:
+                values["unreachable"] = value
+        return BinhostSettings(**values)
 
     def keep_logs_days(self, node: yaml.Node) -> float:
         """Days install and fleet logs are kept; 0 prunes every log of an earlier run."""

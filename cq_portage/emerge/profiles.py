@@ -16,6 +16,8 @@ import yaml
 
 from cq_portage.yamlfile import SafeLoader
 
+from cq_portage.emerge.binhost import BinhostSettings
+
 if TYPE_CHECKING:  # importing cq.ssh loads paramiko: only fleet mode needs it
     from cq_portage.cq.ssh import SshTarget
 
@@ -114,6 +116,7 @@ class Config:
     host: HostSettings = HostSettings()
     ssh: SshSettings = field(default_factory=SshSettings)
     keep_logs_days: float = DEFAULT_KEEP_LOGS_DAYS
+    binhost: BinhostSettings = BinhostSettings()
 
     def select(self, names: Iterable[str], all_groups: bool = False) -> list[GroupProfile]:
         """The groups asked for, in the order asked (all of them, in file order, if

@@ -25,7 +25,7 @@ EXIT_NO = 130  # as emerge answers "No" to --ask
 def run_update(config: Config, groups: list[GroupProfile], output: Output, *, ask: bool = False,
                detach: bool = False, stdout: TextIO = sys.stdout,
                stderr: TextIO = sys.stderr) -> int:
-    planned = make_plans(groups, output, stderr)
+    planned = make_plans(groups, output, stderr, config.binhost.unreachable)
     if planned is None:
         return EXIT_FAILURE
     planner, plans, errors = planned

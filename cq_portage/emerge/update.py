@@ -25,6 +25,7 @@ from typing import Protocol
 from cq_portage.cq.client import Client, ClientError, Outcome, Refused
 from cq_portage.cq.wire import State
 from cq_portage.emerge.install import install_script
+from cq_portage.emerge.install_log import install_failure
 from cq_portage.emerge.jobs import BuildJob, entry_key
 from cq_portage.emerge.pending import Pending
 from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
@@ -338,8 +339,16 @@ class Update:
             return
         why = error or f"exit status {status}"
         self.stopped = f"(install of the group stopped: see {logfile})"
+        said = None if error else install_failure(logfile)
+        culprit = next((i for i in batch if said and i.cpv == said.cpv), None)
+        why = str(said) if said and culprit is None else why
         for item in batch:
-            self._show(item, "failed", f"(install failed, {why}: {logfile})")
+            if culprit is None:
+                self._show(item, "failed", f"(install failed, {why}: {logfile})")
+            elif item is culprit:  # one line: which package, what failed
+                self._show(item, "failed", f"({said.reason}; log: {logfile})")
+            else:
+                self._show(item, "skipped", f"(in the emerge that failed on {culprit.cpv})")
 
     def _show(self, item: Item, state: str, detail: str = "") -> None:
         item.state, item.detail = state, detail

@@ -233,9 +233,13 @@ class Sandbox:
         self.repository.create()
         return self
 
-    def add_prefix(self, name: str, **make_conf: str) -> Prefix:
+    def add_prefix(self, name: str, pkgdir: Path | None = None, **make_conf: str) -> Prefix:
+        """A prefix sharing the sandbox's PKGDIR (NFS-like), or with a `pkgdir` of its own
+        (a client of an HTTP binhost, see binhost.py)."""
+        if pkgdir is not None:
+            Path(pkgdir).mkdir(parents=True, exist_ok=True)
         prefix = Prefix(name=name, path=self.root / "prefixes" / name,
-                        repository=self.repository, pkgdir=self.pkgdir,
+                        repository=self.repository, pkgdir=Path(pkgdir or self.pkgdir),
                         make_conf=dict(make_conf)).create()
         self.prefixes[name] = prefix
         return prefix
