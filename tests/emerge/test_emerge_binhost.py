@@ -256,3 +256,60 @@ def test_signed_packages_install_and_foreign_or_tampered_ones_are_refused(site, 
     assert "mismatch" in refused[0] or "GnuPG" in refused[0], refused[0]
     assert web3.installed() == {}
     assert len(site.jobs_run()) == 3
+
+
+def test_binhost_url_in_the_config_serves_a_client_without_binrepos_conf(site, tmp_path):
+    """binhost.url alone (no binrepos.conf, no FEATURES=getbinpkg on the client): cq-emerge
+    exports PORTAGE_BINHOST and FEATURES=getbinpkg for the plan and the install script."""
+    web1 = _client(site, "web1", "app-misc/tool")
+    assert site.cq_emerge(web1, "--group", "web").returncode == 0
+    plain = site.sandbox.add_prefix("plain", pkgdir=site.sandbox.root / "plain-packages")
+    plain.write_world("app-misc/tool")
+    config = yaml.safe_load(site.config.read_text())
+    config["binhost"] = {"url": site.binhost.url}
+    path = tmp_path / "with-url.yaml"
+    path.write_text(yaml.safe_dump(config))
+    plan = json.loads(plain.run(*_cli(path), "--pretend", "--json", "--group", "web").stdout)
+    assert [p["action"] for p in plan["plans"][0]["packages"]] == ["binary"] * 3
+    assert plan["plans"][0]["install_env"]["PORTAGE_BINHOST"] == site.binhost.url
+    done = plain.run(*_cli(path), "--group", "web", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(plain.installed()) == {"dev-libs/liba-1", "dev-libs/libb-1", "app-misc/tool-1"}
+    assert len(site.jobs_run()) == 3
+
+
+@pytest.mark.parametrize("binhost, problem", [
+    ({"url": "build.example.org/packages"}, "'binhost.url' must be URLs"),
+    ({"url": 3}, "'binhost.url' must be URLs"),
+    ({"signatures": "yes"}, "'binhost.signatures' must be 'required' or 'as-configured'"),
+    ({"unreachable": "ignore"}, "'binhost.unreachable' must be 'fail' or 'build'"),
+    ({"urls": "https://x/"}, "unknown key"),
+    ("https://x/", "'binhost' must be a mapping"),
+])
+def test_a_wrong_binhost_setting_is_one_line_naming_its_line(tmp_path, binhost, problem):
+    from cq_portage.emerge.profiles import ConfigError, load_config
+
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}},
+                                    "binhost": binhost}))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(f"{path}:")
+    assert problem in raised.value.problems[0], raised.value.problems
+
+
+def test_binhost_settings_become_portages_variables(tmp_path):
+    from cq_portage.emerge.profiles import load_config
+
+    path = tmp_path / "cq-portage.yaml"
+    path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}}, "binhost": {
+        "url": "https://build.example.org/packages  https://mirror.example.org/p",
+        "signatures": "required", "unreachable": "build"}}))
+    settings = load_config(path).binhost
+    assert settings.unreachable == "build"
+    assert settings.environment({"FEATURES": "-news"}) == {
+        "PORTAGE_BINHOST": "https://build.example.org/packages https://mirror.example.org/p",
+        "FEATURES": "-news getbinpkg binpkg-request-signature"}
+    path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}}}))
+    assert load_config(path).binhost.environment({}) == {}
