@@ -313,3 +313,39 @@ def test_binhost_settings_become_portages_variables(tmp_path):
         "FEATURES": "-news getbinpkg binpkg-request-signature"}
     path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}}}))
     assert load_config(path).binhost.environment({}) == {}
+
+
+def test_fleet_mode_and_detach_work_over_the_binhost(site, tmp_path):
+    """Fleet mode: the admin host gets each host's plan over SSH (each planned against the
+    binhost), submits once, and installs on each host over SSH from the binhost. --detach:
+    the background run installs over HTTP too."""
+    from fleet_helpers import make_fleet
+
+    fleet = make_fleet(site, tmp_path / "fleet")
+    try:
+        for name in ("h1", "h2"):
+            _client(site, name)
+            fleet.add_host(name, "app-misc/tool")
+        fleet.write_config({"fweb": {"use": "ssl", "hosts": ["h1"]},
+                            "fdb": {"use": "-ssl", "hosts": ["h2"]}})
+        code, summary = fleet.cq_emerge_json("--group", "fweb", "--group", "fdb")
+        assert code == 0, summary
+        assert summary["builds"]["submitted"] == 5  # liba twice (USE), libb once, tool twice
+        for name, use in (("h1", {"ssl"}), ("h2", set())):
+            installed = fleet.hosts[name].prefix.installed()
+            assert set(installed) == {"dev-libs/liba-1", "dev-libs/libb-1", "app-misc/tool-1"}
+            assert installed["app-misc/tool-1"].use == use, name
+            assert fleet.hosts[name].prefix.pkgdir != site.sandbox.pkgdir  # no shared dir
+        assert len(_fetched(site)) == 6  # three packages for each host, over HTTP
+    finally:
+        fleet.stop()
+
+    solo = _client(site, "solo1", "app-misc/solo")
+    started = time.monotonic()
+    detached = site.cq_emerge(solo, "--group", "solo", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    assert "in the background" in detached.stdout
+    while "app-misc/solo-1" not in solo.installed():
+        assert time.monotonic() - started < 240, "the background run did not install"
+        time.sleep(0.5)
+    assert any(path.startswith("/app-misc/solo/") for path in _fetched(site))
