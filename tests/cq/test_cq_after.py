@@ -29,6 +29,20 @@ def appender(trace, word: str, seconds: float = 0) -> list[str]:
     return ["sh", "-c", f"sleep {seconds}; echo {word} >> {trace}"]
 
 
+def gated(go, trace, word: str) -> list[str]:
+    """A job that writes `word` to the trace once `go` exists (as the test says when)."""
+    return ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done; echo {word} >> {trace}"]
+
+
+def gate(client, path, **kw) -> int:
+    """A running job that ends once `path` exists: what comes next stays queued till then,
+    however slow the machine."""
+    job_id = client.submit(["sh", "-c", f"while [ ! -e {path} ]; do sleep 0.05; done"],
+                           **kw).job_id
+    wait_running(client, job_id)
+    return job_id
+
+
 def test_after_on_the_wire_is_a_set_and_absent_unless_given():
     req = parse_request(build_request(Op.SUBMIT, ["a"], after=[5, 3, 5]), Limits())
     assert req.after == (3, 5)
@@ -47,9 +61,9 @@ def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_bac
     remote = sshds("far")
     server = make_server({"build_hosts": {"here": None, "far": ssh_host(remote)},
                           "ssh": FAST_SSH})
-    trace = tmp_path / "trace"
+    trace, go = tmp_path / "trace", tmp_path / "go"
     with server.client() as client:
-        lib = client.submit(appender(trace, "lib", 2)).job_id
+        lib = client.submit(gated(go, trace, "lib")).job_id
         wait_running(client, lib)
         app = client.submit(appender(trace, "app"), after=[lib]).job_id
         other = client.submit(appender(trace, "other")).job_id  # needs nothing
@@ -62,6 +76,7 @@ def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_bac
         assert f"after:     {lib}" in cq_client(server, "--status", str(app)).stdout
         assert json.loads(cq_client(server, "--status", str(app), "--json").stdout)[
             "after"] == [str(lib)]  # uint64 in protobuf's JSON: a string
+        go.touch()
         assert client.wait(app).ok
         first, second = client.status(lib), client.status(app)
         assert second.started >= first.finished  # not a moment before
@@ -84,7 +99,7 @@ def test_two_requesters_share_a_merged_build_and_the_next_waits_for_it(
     lib_argv = appender(trace, "lib", 2)
     with server.client(munge_socket=public_munged.socket) as client:
         for _ in range(2):  # both hosts busy: what is submitted next stays queued
-            hold_queue(client, 1.5)
+            gate(client, open_dir / "go")
     rep = raw_exchange(server.port, nobody_credential(
         public_munged.socket, build_request(Op.SUBMIT, lib_argv)))
     assert rep.internal_status == 0 and rep.job_id
@@ -93,6 +108,8 @@ def test_two_requesters_share_a_merged_build_and_the_next_waits_for_it(
         same = client.submit(lib_argv)
         assert same.merged and same.job_id == lib
         app = client.submit(appender(trace, "app"), after=[same.job_id]).job_id
+        (open_dir / "go").touch()
+        wait_running(client, lib)
         time.sleep(0.5)
         assert client.status(app).state == State.QUEUED  # though a host is free
         assert client.wait(app).ok
@@ -232,11 +249,12 @@ print(json.dumps({"action": "merge", "job": same[0]["id"]} if same else {"action
 def test_a_merged_submission_keeps_the_after_of_the_job_it_joined(server, make_server,
                                                                   tmp_path):
     with server.client() as client:
-        blocker = hold_queue(client, 1)
+        blocker = gate(client, tmp_path / "go")
         first = client.submit(["echo", "same"], after=[blocker])
         again = client.submit(["echo", "same"])  # server dedupe: no `after` of its own
         assert again.merged and again.job_id == first.job_id
         assert list(client.status(first.job_id).after) == [blocker]
+        (tmp_path / "go").touch()
         assert client.wait(first.job_id).ok
         assert client.status(first.job_id).started >= client.status(blocker).finished
     hook = tmp_path / "hook.py"
@@ -245,12 +263,13 @@ def test_a_merged_submission_keeps_the_after_of_the_job_it_joined(server, make_s
     hooked = make_server({"incoming_hook": [str(hook), str(tmp_path / "hook.log")]},
                          folder="hooked")
     with hooked.client() as client:
-        blocker = hold_queue(client, 1)
+        blocker = gate(client, tmp_path / "go-hooked")
         other = client.submit(["true"]).job_id
         first = client.submit(["echo", "a"], dedupe_key="k", after=[blocker])
         joined = client.submit(["echo", "b"], dedupe_key="k", after=[other])
         assert joined.merged and joined.job_id == first.job_id
         assert list(client.status(first.job_id).after) == [blocker]
+        (tmp_path / "go-hooked").touch()
         assert client.wait(first.job_id).ok
     seen = [json.loads(line) for line in (tmp_path / "hook.log").read_text().splitlines()]
     assert seen[2]["job"]["after"] == [blocker] and seen[3]["job"]["after"] == [other]
@@ -262,16 +281,17 @@ def test_a_dependency_requeued_after_its_host_went_down_is_still_waited_for(make
     one, two = sshds("one"), sshds("two")
     server = make_server({"build_hosts": {"one": ssh_host(one), "two": ssh_host(two)},
                           "ssh": FAST_SSH})
-    trace = tmp_path / "trace"
+    trace, go = tmp_path / "trace", tmp_path / "go"
     with server.client() as client:
-        lib = client.submit(["sh", "-c", f"echo start >> {trace}; sleep 3; "
-                                         f"echo lib >> {trace}"]).job_id
+        lib = client.submit(["sh", "-c", f"echo start >> {trace}; "
+                                         f"{gated(go, trace, 'lib')[2]}"]).job_id
         app = client.submit(appender(trace, "app"), after=[lib]).job_id
         wait_for(lambda: trace.exists(), what="lib started")
         first_host = client.status(lib).host
         {"one": one, "two": two}[first_host].stop()
         wait_for(lambda: client.status(lib).attempts == 2, what="lib requeued and restarted")
         assert client.status(app).state == State.QUEUED  # the other host is busy with lib
+        go.touch()
         assert client.wait(app).ok
         lib_info, app_info = client.status(lib), client.status(app)
         assert lib_info.host != first_host and app_info.started >= lib_info.finished
