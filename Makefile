@@ -1,5 +1,6 @@
 # make test  - install what the suite needs (virtualenv, munge), then run it
 # make demo  - build a throwaway sandbox and run cq-emerge for two groups against it
+#              (packages over a signed HTTP binhost; DEMO_ARGS=--delivery=shared: shared PKGDIR)
 # make bench - the benchmarks in bench/ (figures and ratios, not pass/fail)
 # make dist  - the release tarball dist/cq_portage-VERSION.tar.gz (reproducible sdist)
 # make manifest - its DIST line in the overlay's app-admin/cq-portage/Manifest
@@ -8,6 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: test demo bench sysdeps venv proto clean dist manifest
 
@@ -62,7 +64,7 @@ test: sysdeps venv $(VENV_OLDEST)/.installed
 	$(VENV_OLDEST)/bin/python -m pytest -q $(OLDEST_TESTS)
 
 demo: sysdeps venv
-	$(PY) -m cq_portage.demo
+	$(PY) -m cq_portage.demo $(DEMO_ARGS)
 
 bench: sysdeps venv
 	@for b in bench/*.py; do echo ">>> $$b"; $(PY) $$b || exit 1; done

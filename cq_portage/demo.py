@@ -1,7 +1,12 @@
 """make demo: cq-portage's main job on a self-contained sandbox.
 
-A build host and two client hosts (Gentoo prefixes in one folder, sharing a PKGDIR), groups
-web and db with different USE and ABI_X86, a throwaway munged and cq-server on 127.0.0.1.
+A build host and two client hosts (Gentoo prefixes in one folder), groups web and db with
+different USE and ABI_X86, a throwaway munged and cq-server on 127.0.0.1. Packages reach the
+clients over HTTP by default (--delivery binhost): nginx serves the build host's PKGDIR, the
+build host signs each gpkg with a throwaway GnuPG key, and the clients, each with its own
+PKGDIR, binrepos.conf and FEATURES=getbinpkg, require and check the signatures against a
+keyring set up as getuto does. --delivery shared: the clients share the build host's PKGDIR
+instead (the NFS case).
 The packages have build-time dependencies (DEPEND, BDEPEND), slot-operator deps and multilib
 USE deps, and both groups need libxml2 at build time with different USE: each group builds in
 its own build root (a prefix here, a chroot on a real build host). Both clients run cq-emerge
@@ -23,10 +28,12 @@ from pathlib import Path
 
 import yaml
 
+from cq_portage.sandbox.binhost import Binhost, write_index
 from cq_portage.sandbox.munge import Munged
 from cq_portage.sandbox.prefix import Prefix, Sandbox
 from cq_portage.sandbox.repository import MULTILIB_IUSE, Ebuild
 from cq_portage.sandbox.server import CqServer
+from cq_portage.sandbox.signing import SigningKey, client_gnupg_home, stop_agent, trust
 
 ZLIB_DEP = "sys-libs/zlib:=[abi_x86_32(-)?,abi_x86_64(-)?]"
 REPOSITORY = [
@@ -79,13 +86,46 @@ def run_clients(clients: dict[str, Prefix], config: Path) -> dict[str, int]:
     return results
 
 
-def demo(root: Path) -> int:
+def demo(root: Path, delivery: str = "binhost") -> int:
     say(f"sandbox in {root}: a build host and clients "
         + ", ".join(f"{c} (group {g})" for c, g in CLIENTS.items()))
     sandbox = Sandbox(root / "sandbox").create()
     sandbox.repository.add(*REPOSITORY)
     build = sandbox.add_prefix("build")
-    clients = {name: sandbox.add_prefix(name) for name in CLIENTS}
+    if delivery == "shared":
+        say("delivery: the clients share the build host's PKGDIR (as over NFS)")
+        clients = {name: sandbox.add_prefix(name) for name in CLIENTS}
+        return run_site(root, sandbox, build, clients)
+    key = SigningKey.create(root / "build-gnupg")
+    key.sign_on(build)
+    write_index(build)
+    homes = [key.home, client_gnupg_home(build)]
+    try:
+        with Binhost(root / "binhost", sandbox.pkgdir) as binhost:
+            clients = {}
+            for name in CLIENTS:
+                clients[name] = sandbox.add_prefix(name, pkgdir=root / f"{name}-packages")
+                binhost.configure_client(clients[name], signed=True)
+                homes.append(trust(clients[name], key.public()))
+            say(f"delivery: nginx serves the build host's PKGDIR at {binhost.url}; the build "
+                f"host signs with key {key.fingerprint[-16:]}, the clients (own PKGDIRs, "
+                "binrepos.conf, FEATURES=getbinpkg binpkg-request-signature) trust it as "
+                "getuto would")
+            code = run_site(root, sandbox, build, clients)
+            requests = binhost.requests()
+            packages = [r for r in requests if r[0].endswith(".gpkg.tar") and r[1] == 200]
+            indexes = [r for r in requests if "/Packages" in r[0]]
+            say(f"the binhost answered {len(packages)} package downloads "
+                f"({sum(r[2] for r in packages) / 1024:.0f} KiB) and {len(indexes)} index "
+                f"requests ({sum(r[2] for r in indexes) / 1024:.0f} KiB); every package "
+                "was signature-checked before it was merged")
+            return code
+    finally:
+        for home in homes:
+            stop_agent(home)
+
+
+def run_site(root: Path, sandbox: Sandbox, build: Prefix, clients: dict[str, Prefix]) -> int:
     with Munged(root / "munge") as munged:
         hook = str(Path(sys.executable).parent / "cq-emerge-hook")
         server = CqServer(root / "server", munged.socket, {"incoming_hook": [hook]},
@@ -120,7 +160,8 @@ def report(server: CqServer, sandbox: Sandbox, clients: dict[str, Prefix]) -> No
     say(f"the build host ran {len(jobs)} build jobs (requests for the same instance merged):")
     for j in sorted(jobs, key=lambda j: j.id):
         print(f"    job {j.id:<3} {j.args[-1]:<40} waiters {j.waiters}  exit {j.exit_status}")
-    say("binary packages in the shared PKGDIR, one instance per flag set and zlib sub-slot:")
+    say("binary packages in the build host's PKGDIR, one instance per flag set and zlib "
+        "sub-slot:")
     for i in sorted(sandbox.binary_instances(), key=lambda i: (i.cpv, int(i.build_id or 0))):
         zlib = next((d for d in i.rdepend.split() if d.startswith("sys-libs/zlib:")), "")
         print(f"    {i.cpv:<32} build {i.build_id:<3} USE=\"{' '.join(sorted(i.use))}\""
@@ -135,13 +176,16 @@ def report(server: CqServer, sandbox: Sandbox, clients: dict[str, Prefix]) -> No
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--keep", type=Path, help="build the sandbox here and keep it")
+    p.add_argument("--delivery", choices=("binhost", "shared"), default="binhost",
+                   help="packages reach the clients from a signed HTTP binhost (default) or "
+                        "a shared PKGDIR (NFS)")
     args = p.parse_args()
     if args.keep:
         shutil.rmtree(args.keep, ignore_errors=True)
         args.keep.mkdir(parents=True)
-        return demo(args.keep.resolve())
+        return demo(args.keep.resolve(), args.delivery)
     with tempfile.TemporaryDirectory(prefix="cq-portage-demo-") as tmp:
-        return demo(Path(tmp))
+        return demo(Path(tmp), args.delivery)
 
 
 if __name__ == "__main__":
