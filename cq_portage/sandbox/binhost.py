@@ -12,7 +12,9 @@ of the client's own), the way sites deliver packages.
 file is not newer than the date asked, as RFC 9110 says and Python's http.server and Apache
 do (the servers where Portage's "cached TIMESTAMP + 5 s" If-Modified-Since misses an index
 rewritten within 5 seconds); nginx's own default, "exact", answers 304 only for the exact
-date. The default here is the strict one, so tests meet the race.
+date. The default here is the strict one, so tests meet the race. `tls=True` serves HTTPS with a
+certificate from a throwaway CA (`ca_file`; clients get it through configure_client and
+`client_env`).
 """
 
 from __future__ import annotations
@@ -56,12 +58,25 @@ class Binhost:
     folder: Path
     pkgdir: Path
     if_modified_since: str = "before"  # nginx: off | exact | before
+    tls: bool = False  # HTTPS with a certificate of a throwaway CA (ca_file)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA's certificate: what a client must trust (tls only)."""
+        return self.folder / "tls/ca.crt"
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client's processes need in their environment: Portage reads the index
+        with Python's urllib, which trusts SSL_CERT_FILE (a site puts its CA in the system
+        store instead, update-ca-certificates, which wget and Python both read)."""
+        return {"SSL_CERT_FILE": str(self.ca_file)} if self.tls else {}
 
     @property
     def access_log(self) -> Path:
@@ -93,7 +108,8 @@ http {{
     access_log {folder}/access.log bytes;
     sendfile on;
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port}{" ssl" if self.tls else ""};
+{self._tls_lines()}
         root {self.pkgdir};
         if_modified_since {self.if_modified_since};
         location / {{ autoindex off; }}
@@ -101,8 +117,35 @@ http {{
 }}
 """
 
+    def _tls_lines(self) -> str:
+        if not self.tls:
+            return ""
+        return (f"        ssl_certificate {self.folder}/tls/server.crt;\n"
+                f"        ssl_certificate_key {self.folder}/tls/server.key;\n")
+
+    def _make_certificates(self) -> None:
+        """A CA and a certificate for 127.0.0.1 signed by it, valid for two days."""
+        tls = self.folder / "tls"
+        tls.mkdir(parents=True, exist_ok=True)
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        _openssl("req", "-x509", *ec, "-keyout", tls / "ca.key", "-out", self.ca_file,
+                 "-days", "2", "-subj", "/CN=cq-portage sandbox CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        _openssl("req", *ec, "-keyout", tls / "server.key", "-out", tls / "server.csr",
+                 "-subj", "/CN=127.0.0.1")
+        (tls / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n"
+                                        "basicConstraints=CA:FALSE\n"
+                                        "keyUsage=digitalSignature\n"
+                                        "extendedKeyUsage=serverAuth\n")
+        _openssl("x509", "-req", "-in", tls / "server.csr", "-CA", self.ca_file,
+                 "-CAkey", tls / "ca.key", "-CAcreateserial", "-out", tls / "server.crt",
+                 "-days", "2", "-extfile", tls / "server.ext")
+
     def start(self, timeout: float = 15.0) -> "Binhost":
         (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
+        if self.tls and not self.ca_file.is_file():
+            self._make_certificates()
         self.pkgdir.mkdir(parents=True, exist_ok=True)
         config = self.folder / "nginx.conf"
         config.write_text(self._config())
@@ -152,5 +195,16 @@ http {{
                  *(f"{k.replace('_', '-')} = {v}" for k, v in repo.items())]
         (folder / f"{REPO_NAME}.conf").write_text("\n".join(lines) + "\n")
         from .prefix import FEATURES
-        prefix.write_make_conf(FEATURES=f"{FEATURES} {features}".strip())
+        extra = {"FEATURES": f"{FEATURES} {features}".strip()}
+        if self.tls:  # Portage fetches packages with wget: give it the CA
+            extra["FETCHCOMMAND"] = (f"wget -t 3 -T 60 --ca-certificate={self.ca_file} "
+                                     '-O \\"\\${DISTDIR}/\\${FILE}\\" \\"\\${URI}\\"')
+        prefix.write_make_conf(**extra)
 
+
+
+def _openssl(*args) -> None:
+    done = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()}")

@@ -349,3 +349,32 @@ def test_fleet_mode_and_detach_work_over_the_binhost(site, tmp_path):
         assert time.monotonic() - started < 240, "the background run did not install"
         time.sleep(0.5)
     assert any(path.startswith("/app-misc/solo/") for path in _fetched(site))
+
+
+def test_https_binhost_with_a_throwaway_ca(tmp_path, munged):
+    """nginx over HTTPS with a certificate of a throwaway CA: a client that trusts the CA
+    plans and installs from it; one that does not gets the one unreachable line, naming
+    the certificate failure, and nothing is submitted."""
+    site = make_site(tmp_path, munged, repo=REPO, groups=GROUPS)
+    write_index(site.build)
+    binhost = Binhost(tmp_path / "binhost", site.sandbox.pkgdir, tls=True).start()
+    try:
+        site.binhost = binhost
+        trusting = _client(site, "solo1", "app-misc/solo")
+        done = trusting.run(*_cli(site.config), "--group", "solo", env=binhost.client_env,
+                            check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "app-misc/solo-1" in trusting.installed()
+        assert any(p.startswith("/app-misc/solo/") for p in _fetched(site))
+
+        stranger = _client(site, "solo2", "app-misc/solo")
+        done = stranger.run(*_cli(site.config), "--pretend", "--group", "solo", check=False)
+        assert done.returncode == 1
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"cq-emerge: binhost cqbinhost ({binhost.url}): "), done.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in lines[0]
+        assert len(site.jobs_run()) == 1
+    finally:
+        binhost.stop()
+        site.server.stop()
