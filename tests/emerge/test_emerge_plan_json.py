@@ -39,7 +39,8 @@ def test_rebuilt_plan_keeps_profile_dependencies_and_install_script(shown):
     assert e2e.package_use == ("-http2",) and "dev-libs/e2edep-1.0" in e2e.depends
     assert "abi_x86" in web.use_expand
     script = install_script(web)
-    assert "USE='-http2 ssl -X'" in script and "=app-misc/e2e-1.0::cqtest" in script
+    # "=cat/pf::repo" to build, "=cat/pf-BUILD_ID::repo" for the binary the plan took
+    assert "USE='-http2 ssl -X'" in script and "=app-misc/e2e-1.0" in script
 
 
 def test_a_plan_without_the_new_fields_or_with_other_keys_is_refused(shown):
