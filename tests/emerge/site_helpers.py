@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,18 @@ class Site:
         return subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
                                str(self.config), *args], env=prefix.env(), text=True,
                               capture_output=True, timeout=timeout, **kw)
+
+    def cq_emerge_at_once(self, *runs: tuple[Prefix, str]
+                          ) -> dict[str, subprocess.CompletedProcess]:
+        """`cq-emerge --group GROUP` on several (host, GROUP) at the same time, by host name."""
+        results: dict[str, subprocess.CompletedProcess] = {}
+        threads = [threading.Thread(target=lambda p=p, g=g: results.update(
+            {p.name: self.cq_emerge(p, "--group", g)})) for p, g in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
 
     def host_config(self, folder: Path, **host) -> Path:
         """The site's config with a host: section, as one client host would have it."""

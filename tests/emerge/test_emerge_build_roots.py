@@ -11,7 +11,6 @@ system is unchanged; a second run has nothing to do."""
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -196,14 +195,8 @@ def test_two_groups_needing_one_instance_share_its_build(site_for):
         clients={"a1": ("a", [], {}), "a21": ("a2", [], {})})
     site, clients = site_for(scenario)
     site.hold_queue(4)  # both runs meet a busy build host: their submissions merge
-    runs = {}
-    threads = [threading.Thread(target=lambda n=n, g=g: runs.update(
-        {n: site.cq_emerge(clients[n], "--group", g)})) for n, (g, _, _) in
-        scenario.clients.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    runs = site.cq_emerge_at_once(*((clients[name], group) for name, (group, _, _)
+                                    in scenario.clients.items()))
     for name, done in runs.items():
         assert done.returncode == 0, f"{name}:\n{done.stdout}\n{done.stderr}"
         installed = clients[name].installed()

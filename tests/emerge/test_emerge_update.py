@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,13 +35,7 @@ def test_two_web_hosts_at_once_build_once_and_both_install(site):
     web1, web2 = site.client("web1"), site.client("web2")
     with site.server.client() as client:  # a busy build host: both plans meet a queue
         client.submit(["sleep", "3"])
-    results = {}
-    threads = [threading.Thread(target=lambda p=p: results.update(
-        {p.name: site.cq_emerge(p, "--group", "web")})) for p in (web1, web2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = site.cq_emerge_at_once((web1, "web"), (web2, "web"))
     for name, result in results.items():
         assert result.returncode == 0, f"{name}: {result.stdout}\n{result.stderr}"
         assert "cq-emerge: www-servers/websrv-1: installed" in result.stdout
