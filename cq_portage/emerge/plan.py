@@ -34,7 +34,7 @@ from _emerge.main import parse_opts
 from _emerge.Package import Package
 from _emerge.stdout_spinner import stdout_spinner
 from portage.dep import Atom
-from portage.exception import PackageSetNotFound, PortageException
+from portage.exception import PackageSetNotFound, ParseError, PortageException
 from portage.versions import vercmp
 
 from cq_portage.emerge.binhost import (BUILD as ON_UNREACHABLE_BUILD, FAIL, INSTALL_VARS,
@@ -270,7 +270,10 @@ class Planner:
         bintree = self._setup.trees[self._setup.trees._target_eroot]["bintree"]
         getbinpkgs = "getbinpkg" in self.settings.features
         with _captured() as output:
-            bintree.populate(getbinpkgs=getbinpkgs, getbinpkg_refresh=True, pretend=True)
+            try:
+                bintree.populate(getbinpkgs=getbinpkgs, getbinpkg_refresh=True, pretend=True)
+            except ParseError as error:  # a sync-uri Portage cannot use
+                raise BinhostUnreachable(f"binhost: {str(error).strip()}") from None
         _log_output(output)
         failures = fetch_failures(output.getvalue()) if getbinpkgs else []
         if failures and self._unreachable != ON_UNREACHABLE_BUILD:
