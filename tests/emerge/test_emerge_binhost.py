@@ -140,6 +140,10 @@ def test_install_right_after_each_build_fetches_the_fresh_index(site):
     assert time.monotonic() - started < 300
     installs = [p for p, s, _ in site.binhost.requests() if p.endswith(".gpkg.tar")]
     assert len(installs) == 3
+    # The plan's index request and one before each install, each answered in full: no
+    # If-Modified-Since (304) and no TTL kept the copy cached at planning time.
+    indexes = [s for p, s, _ in site.binhost.requests() if p.startswith("/Packages")]
+    assert len(indexes) >= 4 and set(indexes) == {200}, indexes
 
     # The premise, with Portage alone: web1 holds a fresh copy of the index; a new build
     # lands; emerge with that cached copy does not see it, after dropping it it does.
