@@ -58,10 +58,13 @@ $(VENV_OLDEST)/.installed: setup.py
 	$(VENV_OLDEST)/bin/python -m pip install -q -e '.[test]' 'protobuf==$(PROTOBUF_OLDEST)'
 	touch $@
 
+# Both runs always run; the status is the first failure's.
 test: sysdeps venv $(VENV_OLDEST)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
-	@echo ">>> the same cq_pb2.py on protobuf $(PROTOBUF_OLDEST), the oldest runtime accepted"
-	$(VENV_OLDEST)/bin/python -m pytest -q $(OLDEST_TESTS)
+	@status=0; \
+	$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	echo ">>> the same cq_pb2.py on protobuf $(PROTOBUF_OLDEST), the oldest runtime accepted"; \
+	$(VENV_OLDEST)/bin/python -m pytest -q $(OLDEST_TESTS) || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	exit $$status
 
 demo: sysdeps venv
 	$(PY) -m cq_portage.demo $(DEMO_ARGS)
