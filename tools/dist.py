@@ -70,8 +70,19 @@ def normalise(raw: Path, out: Path, mtime: int) -> None:
         gz.write(buffer.getvalue())
 
 
+def dirty() -> list[str]:
+    """Uncommitted or untracked files, which would go into the tarball but not the tag."""
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                          cwd=REPO, text=True, capture_output=True)
+    return done.stdout.splitlines() if done.returncode == 0 else []
+
+
 def sdist(dist_dir: Path) -> Path:
     dist_dir.mkdir(parents=True, exist_ok=True)
+    if changed := dirty():
+        print(f"tools/dist.py: warning: {len(changed)} uncommitted or untracked file(s) go "
+              "into the tarball; a release is made from a clean checkout of its tag",
+              file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="cq-portage-sdist.") as tmp:
         done = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--formats=gztar",
                                "--dist-dir", tmp], cwd=REPO, text=True, capture_output=True)
