@@ -7,16 +7,13 @@ ignored the uid/gid; here a request runs only when decode succeeds outright.
 from __future__ import annotations
 
 import grp
-import logging
 import os
 import pwd
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pymunge
 from pymunge import MungeErrorCode as Code
-
-log = logging.getLogger(__name__)
 
 _REASONS = {
     Code.EMUNGE_CRED_REPLAYED: "credential replayed",
@@ -42,8 +39,7 @@ class AuthError(Exception):
         self.server_side = server_side
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(NamedTuple):  # not a dataclass: see wire.Limits
     payload: bytes
     uid: int
     gid: int
@@ -95,8 +91,7 @@ def _ids(names: list, lookup, what: str) -> set[int]:
     return ids
 
 
-@dataclass(frozen=True)
-class Authorizer:
+class Authorizer(NamedTuple):
     """Who may submit: listed uids, or members (by the server's user database) of listed gids."""
 
     uids: frozenset[int]

@@ -8,10 +8,10 @@ detected by its reply, which then is the job's final result.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import cq_pb2 as pb
 from .auth import Munge
@@ -62,8 +62,7 @@ class Refused(ClientError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # not a dataclass: see wire.Limits; copy with _replace
     """How a job ended, as told by the server."""
 
     job_id: int | None
@@ -91,8 +90,7 @@ class Outcome:
                    rep.exit_status, state, rep.error or None)
 
 
-@dataclass(frozen=True)
-class Submitted:
+class Submitted(NamedTuple):
     job_id: int
     merged: bool
 
@@ -159,7 +157,7 @@ class Client:
         longer than `timeout` on it looks like a server that does not answer; `legacy`
         waits for as long as the connection lives instead.
         """
-        payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=uuid.uuid4().hex,
+        payload = build_request(Op.SUBMIT, argv, env_pairs(env), request_id=os.urandom(16).hex(),
                                 dedupe_key=dedupe_key, labels=list(labels) or None,
                                 after=list(after) or None)
         try:

@@ -7,10 +7,14 @@ exchange throws the socket away (the "lazy pirate" pattern): the next one starts
 
 from __future__ import annotations
 
+import struct
 import time
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
+
+# zmq.utils.monitor would parse the event for us, but it imports zmq.asyncio (asyncio, ssl:
+# a third of cq-client's start-up); the first frame is just a native u16 event and i32 value.
+_EVENT = struct.Struct("=Hi")
 
 HEARTBEAT_MS = 5000
 
@@ -83,7 +87,7 @@ class Connection:
             wait = 1.0 if limit is None else min(1.0, limit - elapsed)
             events = dict(poller.poll(max(1, int(wait * 1000))))
             if self.monitor in events:
-                event = recv_monitor_message(self.monitor)["event"]
+                event = _EVENT.unpack(self.monitor.recv_multipart()[0][:6])[0]
                 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.connected = True
                 elif event == zmq.EVENT_DISCONNECTED and self.connected:

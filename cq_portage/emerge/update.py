@@ -12,7 +12,6 @@ How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import subprocess
@@ -261,8 +260,8 @@ class Update:
         if outcome.ok or outcome.error:
             return outcome
         said = self._last_error_line(job_id)
-        return dataclasses.replace(outcome, error=f"exit status {outcome.exit_status}: {said}"
-                                   ) if said else outcome
+        return outcome._replace(error=f"exit status {outcome.exit_status}: {said}"
+                                ) if said else outcome
 
     def _last_error_line(self, job_id: int, most: int = 4 << 20) -> str:
         """The line of a failed build's log that says why: the build root's own one line
