@@ -4,11 +4,17 @@
 Prints jobs/s run serially against the floor of starting the same commands directly with
 subprocess, detached submissions/s accepted durably by M concurrent in-process clients, and
 submit latency (p50/p99) at an empty queue and at a deep queue, each with its ratio.
+
+The limits are measured in the same run, on the same disk and munged: a serial job costs a
+spawn and one commit (fsync'd: its end and the next start share it), so its durable floor is
+1 / (spawn + fsync); a submission costs one MUNGE encode (client) and one decode (server),
+so munged's own encode+decode rate with M threads bounds submissions.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -19,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cq_portage.cq.auth import Munge  # noqa: E402
 from cq_portage.sandbox.munge import Munged  # noqa: E402
 from cq_portage.sandbox.server import CqServer  # noqa: E402
 
@@ -28,6 +35,43 @@ def floor(n: int) -> float:
     for i in range(n):
         subprocess.run(["/bin/true", str(i)], check=True)
     return n / (time.perf_counter() - start)
+
+
+def fsync_rate(folder: Path, n: int = 300) -> float:
+    """Appends fsync'd per second in `folder`: what one durable commit costs on its disk."""
+    path = folder / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+        return n / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def munge_rate(socket: str, clients: int, n: int = 6000) -> float:
+    """munged's own rate: credentials encoded and decoded (one pair a submission) per
+    second by `clients` threads, as the bench's clients and the server's decoders do."""
+    per = max(1, n // clients)
+    barrier = threading.Barrier(clients + 1)
+
+    def work() -> None:
+        munge = Munge(socket)
+        barrier.wait()
+        for i in range(per):
+            munge.decode(munge.encode(b"x" * 160))
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return per * clients / (time.perf_counter() - start)
 
 
 def latencies(server: CqServer, n: int, tag: str) -> list[float]:
@@ -91,8 +135,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cq-bench-") as tmp, \
             Munged(Path(tmp) / "munge", threads=4) as munged:
         direct = floor(args.jobs)
+        fsyncs = fsync_rate(Path(tmp))
+        munged_rate = munge_rate(munged.socket, args.clients)
         with CqServer(Path(tmp) / "run", munged.socket) as server:
             ran = run_rate(server, args.jobs, args.clients)
+        # run_as: requester, the requester being the server's own user (root's jobs)
+        with CqServer(Path(tmp) / "requester", munged.socket, {"run_as": "requester"}
+                      ) as server:
+            ran_requester = run_rate(server, args.jobs // 4, args.clients)
         with CqServer(Path(tmp) / "submit", munged.socket) as server:
             with server.client() as client:
                 client.submit(["sleep", "3600"])  # holds the queue: nothing else runs
@@ -104,10 +154,18 @@ def main() -> int:
     p50e, p99e, p50d, p99d = pct(empty, 50), pct(empty, 99), pct(deep, 50), pct(deep, 99)
     print(f"cq queue benchmark: N={args.jobs} jobs, M={args.clients} clients, "
           f"{args.queued} queued")
+    durable = 1 / (1 / direct + 1 / fsyncs)  # a spawn and a commit, one after the other
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; this disk "
+          f"{fsyncs:.0f} fsyncs/s; munged {munged_rate:.0f} encode+decode pairs/s "
+          f"({args.clients} threads)")
     print(f"  jobs run serially         {ran:8.0f} jobs/s   floor (subprocess) {direct:6.0f}/s"
           f"   ratio {ran / direct:.2f}")
+    print(f"                                              durable floor (spawn + fsync) "
+          f"{durable:6.0f}/s   ratio {ran / durable:.2f}")
+    print(f"  the same, run_as requester {ran_requester:7.0f} jobs/s                    "
+          f"        ratio to run_as server {ran_requester / ran:.2f}")
     print(f"  detached submissions      {accepted:8.0f} /s       (durable: fsync'd before the "
-          f"answer)")
+          f"answer)   munged's rate ratio {accepted / munged_rate:.2f}")
     print(f"  submit latency, empty     p50 {p50e:6.2f} ms   p99 {p99e:6.2f} ms")
     print(f"  submit latency, {args.queued} queued p50 {p50d:6.2f} ms   p99 {p99d:6.2f} ms"
           f"   ratio p50 {p50d / p50e:.2f}, p99 {p99d / p99e:.2f}")

@@ -42,6 +42,14 @@ def kill_orphan(running_file: Path, job_id: int) -> bool:
     return True
 
 
+def _is_ours(uid: int, gid: int, groups: list[int]) -> bool:
+    """The server runs as this user, group and groups already (e.g. run_as: requester and
+    root's own jobs). Then no ids are passed to Popen: asking for any makes it fork() instead
+    of vfork(), and fork() copies the server's page tables, ~20 ms a job at 150 MB."""
+    return (os.getuid() == os.geteuid() == uid and os.getgid() == os.getegid() == gid
+            and set(groups) | {gid} == set(os.getgroups()) | {gid})
+
+
 def exit_status(returncode: int) -> int:
     """The shell's convention: killed by signal N is 128+N (the original cq said 0)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -77,8 +85,9 @@ class Executor:
         env[JOB_ID_VAR] = str(job.id)
         ids = {}
         if job.run_as.uid is not None:
-            ids = dict(user=job.run_as.uid, group=job.run_as.gid,
-                       extra_groups=groups_of(job.run_as.uid, job.run_as.gid))
+            groups = groups_of(job.run_as.uid, job.run_as.gid)
+            if not _is_ours(job.run_as.uid, job.run_as.gid, groups):
+                ids = dict(user=job.run_as.uid, group=job.run_as.gid, extra_groups=groups)
         try:
             fd = self._open_log(job)
         except OSError as e:

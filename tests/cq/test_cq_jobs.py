@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import time
 
 import pytest
@@ -165,6 +166,21 @@ def test_jobs_run_as_the_configured_user(make_server, open_dir):
         assert client.run(["sh", "-c", f"id -u > {out}/uid; id -g > {out}/gid"]).ok
         assert client.status(1).run_as == "65534:65534"
     assert (out / "uid").read_text() == "65534\n"
+
+
+def test_run_as_requester_who_is_the_server_keeps_its_ids(make_server, open_dir):
+    """Such jobs are spawned without ids (vfork, not fork): the same user, group and
+    supplementary groups all the same, here the test's own."""
+    out = open_dir
+    server = make_server({"run_as": "requester"})
+    with server.client() as client:
+        assert client.run(["sh", "-c", f"id -u > {out}/uid; id -g > {out}/gid; "
+                                       f"id -G > {out}/groups"]).ok
+        assert client.status(1).run_as == f"{os.getuid()}:{os.getgid()}"
+    assert int((out / "uid").read_text()) == os.getuid()
+    assert int((out / "gid").read_text()) == os.getgid()
+    assert set(map(int, (out / "groups").read_text().split())) == \
+        set(os.getgrouplist(pwd.getpwuid(os.getuid()).pw_name, os.getgid()))
 
 
 def test_cli_cancel(server, tmp_path):
