@@ -16,7 +16,8 @@ DEMO_ARGS ?=
 # System packages: munge for MUNGE, openssh-server for the SSH tests, a static busybox
 # for the chroot build-root tests (a minimal chroot of one binary), rsync for the tree
 # mirror test (the build host serving its repository to the clients), nginx serving the
-# binhost and gnupg signing its packages (binhost tests, demo and bench).
+# binhost and gnupg signing its packages, wget (Portage's FETCHCOMMAND) fetching them and
+# openssl making the HTTPS test's throwaway CA (binhost tests, demo and bench).
 sysdeps:
 	@missing=""; \
 	command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
@@ -24,6 +25,8 @@ sysdeps:
 	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	{ command -v gpg && command -v gpg-agent && command -v gpgconf; } >/dev/null 2>&1 || missing="$$missing gnupg"; \
+	command -v wget >/dev/null 2>&1 || missing="$$missing wget"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing="$$missing busybox-static"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -32,7 +35,7 @@ sysdeps:
 		pkgs=$$(echo "$$missing" | sed -e 's/openssh/openssh-server/' -e 's/python-venv/python3-venv/' -e 's/nginx/nginx-light/'); \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
 	elif command -v emerge >/dev/null 2>&1; then \
-		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//' -e 's/busybox-static/sys-apps\/busybox/' -e 's/rsync/net-misc\/rsync/' -e 's/nginx/www-servers\/nginx/' -e 's/gnupg/app-crypt\/gnupg/'); \
+		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//' -e 's/busybox-static/sys-apps\/busybox/' -e 's/rsync/net-misc\/rsync/' -e 's/nginx/www-servers\/nginx/' -e 's/gnupg/app-crypt\/gnupg/' -e 's/wget/net-misc\/wget/' -e 's/openssl/dev-libs\/openssl/'); \
 		case "$$missing" in *busybox-static*) use=/etc/portage/package.use; \
 			[ -d $$use ] && use=$$use/cq-portage-tests; echo 'sys-apps/busybox static' >> $$use;; esac; \
 		emerge --update --newuse --quiet $$pkgs; \
