@@ -17,6 +17,7 @@ Each repetition measures, in this order:
   packages, then builds;
 - warm: the job of the second application, in the root that already has the libraries;
 - wrapper: `cq-build-root run GROUP -- true` (lock, config rewrite from the host, entry);
+- portage: Python starting and loading Portage's config, which the wrapper does first;
 - plain: the old job, `emerge --buildpkgonly --oneshot =PKG::repo` with the group's USE on
   the build host itself, for the warm job's package (the floor: no root, no deps to install).
 
@@ -49,14 +50,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from cq_portage.sandbox.prefix import Prefix, Sandbox, tool  # noqa: E402
+from cq_portage.sandbox.prefix import Prefix, Sandbox  # noqa: E402
 from cq_portage.sandbox.repository import Ebuild  # noqa: E402
 
 GROUP = "bench"
 GROUP_USE = "ssl"
 LIBS = [Ebuild("dev-libs/liba-1", iuse=("ssl",), slot="0/1"), Ebuild("dev-libs/libb-1")]
 DEPS = "dev-libs/liba:= dev-libs/libb"
-FIGURES = ("create", "fresh", "warm", "wrapper", "plain")
+FIGURES = ("create", "fresh", "warm", "wrapper", "portage", "plain")
+# What every cq-build-root command pays before its own work: Python, Portage, its config.
+LOAD_PORTAGE = "import portage; portage.settings['PKGDIR']"
 
 
 def application(name: str) -> Ebuild:
@@ -137,6 +140,8 @@ def one_repetition(r: int, sandbox: Sandbox, build: Prefix,
         "warm": timed(f"the job of {warm['cpv']}", lambda: run_job(build, warm)),
         "wrapper": timed("run -- true", lambda: subprocess.run(
             build_root("run", GROUP, "--", "true"), **run)),
+        "portage": timed("loading Portage", lambda: subprocess.run(
+            [sys.executable, "-c", LOAD_PORTAGE], **run)),
         "plain": timed("the plain emerge", lambda: build.emerge(
             "--buildpkgonly", "--oneshot", f"={warm['cpv']}::{sandbox.repo_name}",
             env={"USE": GROUP_USE}, check=False)),
@@ -162,6 +167,7 @@ def report(measure: str, rows: list[dict[str, float]]) -> None:
     print(f"{'median':>6}" + "".join(f"{median[n]:>9.2f}" for n in FIGURES))
     print(f"{'ratio':>6}" + "".join(f"{median[n] / plain:>9.2f}" for n in FIGURES))
     parts = {"wrapper (run -- true)": median["wrapper"],
+             "  of which starting Python and loading Portage": median["portage"],
              "deps from binaries (fresh - warm)": median["fresh"] - median["warm"],
              "emerge's extra in the root (warm - wrapper - plain)":
                  median["warm"] - median["wrapper"] - plain}
