@@ -10,7 +10,10 @@ interleaved rounds (so the machine's load falls on all alike), one process each 
   cq-client  the installed console script: cq-client -- /bin/true, end to end (submit,
              wait, the server runs the job)
   C client   the original C cq_client against the same server, if --c-client names one
-             (its answer comes when the job ends; build: see README "Benchmarks")
+             (its answer comes when the job ends). It gets munged's socket in $MUNGE_SOCKET:
+             the original uses libmunge's default socket, so a build for this bench needs
+             munge_ctx_set(ctx, MUNGE_OPT_SOCKET, getenv("MUNGE_SOCKET")) before its
+             munge_encode (README "Benchmarks" says how it was built here)
 
 and prints the medians and cq-client's ratio to the floor and to bare start-up. Byte code is
 compiled first (an installed package ships it), and the children may write it.
@@ -62,6 +65,7 @@ def main() -> int:
             Munged(Path(tmp) / "munge") as munged, \
             CqServer(Path(tmp) / "server", munged.socket) as server:
         target = ["-h", "127.0.0.1", "-p", str(server.port)]
+        env["MUNGE_SOCKET"] = munged.socket  # read by the C client built for this bench
         kinds = {
             "bare": [python, "-c", "pass"],
             "floor": [python, "-c", FLOOR],
