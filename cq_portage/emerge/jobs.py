@@ -65,9 +65,23 @@ def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
     return env
 
 
+# needed() is asked 3-4 times per entry (key, environment, command, after) while one plan's
+# jobs are made: the plan's index and answers are kept for the last plan asked about, which
+# made building the jobs of large plans quadratic no more. Keyed by identity, never by value.
+_last_plan: tuple[Plan, dict[str, PlanEntry], dict[int, tuple[PlanEntry, list[PlanEntry]]]] \
+    | None = None
+
+
 def needed(plan: Plan, entry: PlanEntry) -> list[PlanEntry]:
     """The plan entries `entry` needs, directly or through others, in merge order."""
-    by_cpv = {e.cpv: e for e in plan.entries}
+    global _last_plan
+    index = _last_plan
+    if index is None or index[0] is not plan:
+        index = _last_plan = (plan, {e.cpv: e for e in plan.entries}, {})
+    _, by_cpv, answers = index
+    known = answers.get(id(entry))
+    if known is not None and known[0] is entry:
+        return list(known[1])
     found: set[str] = set()
     stack = list(entry.depends)
     while stack:
@@ -75,7 +89,9 @@ def needed(plan: Plan, entry: PlanEntry) -> list[PlanEntry]:
         if cpv not in found and cpv in by_cpv:
             found.add(cpv)
             stack.extend(by_cpv[cpv].depends)
-    return [e for e in plan.entries if e.cpv in found]
+    result = [e for e in plan.entries if e.cpv in found]
+    answers[id(entry)] = (entry, result)
+    return list(result)
 
 
 def _use_expanded(variable: str, use_expand: Iterable[str]) -> bool:
@@ -147,10 +163,10 @@ def dedupe_key(entry: PlanEntry, env: Mapping[str, str], command: Iterable[str],
                      *(["LABELS=" + ",".join(labels)] if labels else [])])
 
 
-def entry_key(plan: Plan, entry: PlanEntry) -> str:
-    """The dedupe key of the build a plan entry needs."""
-    return dedupe_key(entry, build_environment(plan, entry), plan.group.build_command,
-                      plan.use_expand, plan.group.build_labels)
+def entry_key(plan: Plan, entry: PlanEntry, env: Mapping[str, str] | None = None) -> str:
+    """The dedupe key of the build a plan entry needs (`env`: its build_environment)."""
+    return dedupe_key(entry, build_environment(plan, entry) if env is None else env,
+                      plan.group.build_command, plan.use_expand, plan.group.build_labels)
 
 
 def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
@@ -161,7 +177,8 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
     first_seen: dict[str, int] = {}
     order_after: dict[str, set[str]] = {}
     for plan in plans:
-        keys = {e.cpv: entry_key(plan, e) for e in plan.builds}
+        envs = {e.cpv: build_environment(plan, e) for e in plan.builds}  # once an entry
+        keys = {e.cpv: entry_key(plan, e, envs[e.cpv]) for e in plan.builds}
         previous: str | None = None
         for entry in plan.builds:
             key = keys[entry.cpv]
@@ -177,7 +194,7 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
                 order_after[key] = set()
                 jobs[key] = BuildJob(key=key, cpv=entry.cpv, repo=entry.repo, use=entry.use,
                                      argv=build_argv(plan, entry),
-                                     env=tuple(sorted(build_environment(plan, entry).items())),
+                                     env=tuple(sorted(envs[entry.cpv].items())),
                                      groups=(plan.group.name,),
                                      labels=plan.group.build_labels, after=after)
             order_after[key].update(after)

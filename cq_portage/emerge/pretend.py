@@ -67,8 +67,8 @@ def run_pretend(groups: list[GroupProfile], output: Output, stdout: TextIO = sys
                     "jobs": [job.to_json() for job in jobs]}
         if errors:
             document["errors"] = [{"group": e.group, "report": e.report} for e in errors]
-        json.dump(document, stdout, indent=2)
-        stdout.write("\n")
+        # One write: json.dump writes each token, a syscall apiece on an unbuffered stdout.
+        stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         palette = Palette(output.colour)
         for plan in plans:
