@@ -67,6 +67,8 @@ def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_bac
         wait_running(client, lib)
         app = client.submit(appender(trace, "app"), after=[lib]).job_id
         other = client.submit(appender(trace, "other")).job_id  # needs nothing
+        wait_for(lambda: client.status(other).state == pb.JobState.Value("DONE"), timeout=60,
+                 what="the job needing nothing ran on the free host")  # lib holds the other
         assert client.wait(other).ok
         waiting = client.status(app)
         assert waiting.state == State.QUEUED and list(waiting.after) == [lib]
