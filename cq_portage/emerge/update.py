@@ -232,7 +232,9 @@ class Update:
             if info.state == State.RUNNING:
                 self._show(item, "building", f"(job {info.id})")
             else:
-                self._show(item, "queued", f"(job {info.id}, position {info.position})")
+                where = (f"position {info.position}" if info.HasField("position") else
+                         "after " + ", ".join(map(str, info.after)))  # waits for its deps
+                self._show(item, "queued", f"(job {info.id}, {where})")
 
     def job_ended(self, job_id: int, outcome: Outcome) -> None:
         for item in self.items:

@@ -11,6 +11,7 @@ system is unchanged; a second run has nothing to do."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,13 +50,16 @@ def _site(tmp_path: Path, munged, scenario: Scenario) -> tuple[Site, dict[str, P
 
 
 def _update_all(site: Site, clients: dict[str, Prefix], scenario: Scenario,
-                check: Callable[[dict[str, Prefix]], None]) -> None:
-    """Each client updates itself; then the checks; then a second run finds nothing."""
+                check: Callable[[dict[str, Prefix]], None]) -> dict[str, str]:
+    """Each client updates itself; then the checks; then a second run finds nothing.
+    Returns what each first run printed."""
     build_before = site.build.installed()
+    printed = {}
     for name, client in clients.items():
         group = scenario.clients[name][0]
         done = site.cq_emerge(client, "--group", group)
         assert done.returncode == 0, f"{name}:\n{done.stdout}\n{done.stderr}"
+        printed[name] = done.stdout
     check(clients)
     assert site.build.installed() == build_before, "the build host's own system changed"
     jobs = len(site.jobs_run())
@@ -66,6 +70,7 @@ def _update_all(site: Site, clients: dict[str, Prefix], scenario: Scenario,
         assert json.loads(again.stdout)["plans"][0]["packages"] == [], f"{name}: {again.stdout}"
         assert site.cq_emerge(client, "--group", group).returncode == 0
     assert len(site.jobs_run()) == jobs, "a second run built something"
+    return printed
 
 
 def _binaries(site: Site, cpv: str) -> list[InstalledPackage]:
@@ -107,7 +112,10 @@ def test_library_bump_rebuilds_its_consumers_against_the_new_sub_slot(site_for):
         assert [b.rdepend for b in _binaries(site, "app-misc/consumer-1")] == \
             ["dev-libs/libz:0/2="]
 
-    _update_all(site, clients, scenario, check)
+    site.hold_queue(5)  # both builds wait a while: the rebuild shows what it waits for
+    printed = _update_all(site, clients, scenario, check)
+    assert re.search(r"app-misc/consumer-1: queued \(job \d+, after \d+\)", printed["c1"]), \
+        printed["c1"]
 
 
 def test_multilib_use_dependency_is_built_for_both_abis(site_for):
