@@ -319,10 +319,9 @@ def test_binhost_settings_become_portages_variables(tmp_path):
     assert load_config(path).binhost.environment({}) == {}
 
 
-def test_fleet_mode_and_detach_work_over_the_binhost(site, tmp_path):
+def test_fleet_mode_works_over_the_binhost(site, tmp_path):
     """Fleet mode: the admin host gets each host's plan over SSH (each planned against the
-    binhost), submits once, and installs on each host over SSH from the binhost. --detach:
-    the background run installs over HTTP too."""
+    binhost), submits once, and installs on each host over SSH from the binhost."""
     from fleet_helpers import make_fleet
 
     fleet = make_fleet(site, tmp_path / "fleet")
@@ -347,6 +346,8 @@ def test_fleet_mode_and_detach_work_over_the_binhost(site, tmp_path):
     finally:
         fleet.stop()
 
+
+def test_detach_installs_over_the_binhost_in_the_background(site):
     solo = _client(site, "solo1", "app-misc/solo")
     started = time.monotonic()
     detached = site.cq_emerge(solo, "--group", "solo", "--detach")
