@@ -13,7 +13,7 @@ from .enter import entry_for
 from .host import HostPortage, exact_atoms
 from .lock import acquire
 from .remove import check_unmounted, remove_tree
-from .roots import (CREATING, EXIT_USAGE, MARKER, BuildRoot, BuildRootError, Marker,
+from .roots import (BUILT_PREFIX, CREATING, EXIT_USAGE, MARKER, BuildRoot, BuildRootError, Marker,
                     list_roots, write_marker)
 from .runner import Forwarder, run
 
@@ -132,7 +132,10 @@ class Tool:
                 entry.prepare()
                 sys.stdout.flush()
                 sys.stderr.flush()
-                return run(argv, entry.popen_args(env), entry, lock_fd, forwarder)
+                status = run(argv, entry.popen_args(env), entry, lock_fd, forwarder)
+                if status == 0:
+                    _say_built(root.path, argv)
+                return status
             finally:
                 os.close(lock_fd)
 
@@ -154,3 +157,19 @@ class Tool:
         return [{"group": root.group, "kind": marker.kind, "path": str(root.path),
                  "seed": marker.seed, "created": marker.created}
                 for root, marker in list_roots(self.roots)]
+
+
+def _say_built(root: Path, argv: list[str]) -> None:
+    """After a build, name the binary package the root now holds of the last `=CAT/PF::REPO`
+    argument (its vdb's BUILD_ID: the instance emerge --buildpkg just made, or the one it
+    took), so that clients install exactly that instance: `cq-build-root: built
+    =CAT/PF-BUILD_ID::REPO`, the job's last line. Nothing when there is no such atom."""
+    atoms = exact_atoms(argv)
+    if not atoms:
+        return
+    category, pf, repo = atoms[-1]
+    try:
+        build_id = int((root / "var/db/pkg" / category / pf / "BUILD_ID").read_text())
+    except (OSError, ValueError):
+        return
+    print(f"{BUILT_PREFIX}={category}/{pf}-{build_id}::{repo}", file=sys.stderr, flush=True)

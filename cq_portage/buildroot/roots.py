@@ -15,6 +15,8 @@ ROOTS_UNDER_EPREFIX = "var/lib/cq-portage/roots"
 MARKER = ".cq-build-root"
 CREATING = ".cq-build-root.creating"  # a root being made: the marker comes last
 KINDS = ("chroot", "prefix")
+# A successful build's last line names the instance it made: BUILT_PREFIX=CAT/PF-ID::REPO
+BUILT_PREFIX = "cq-build-root: built "
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # usage and config errors, a missing root

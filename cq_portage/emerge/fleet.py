@@ -203,6 +203,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
                                     Labelled(progress, run.label, lock), run.plan,
                                     state_dir / "logs" / "fleet" / _safe(run.label),
                                     installer=run.remote.install)
+                run.update.built = builder.built  # what each build made, read by the builder
                 run.update.adopt(builder.ids)
             fatal = _wait_and_install(client, builder, planned)
     except (Busy, ClientError, AuthError, RuntimeError) as e:

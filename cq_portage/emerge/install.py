@@ -5,8 +5,8 @@ group; the group's variables are exported so emerge computes the same USE the pl
 Entries that a group's package_use lines touch get those flags in USE, which only works per
 emerge call, so the script runs one emerge per run of consecutive entries with the same
 variables (then with --nodeps: the plan already lists every dependency, in merge order).
-A binary package the plan took is named with its build id, so that exactly that instance is
-installed; a built one is the newest instance with the plan's USE: the one its job made.
+A binary package the plan took, or its build job made (the job's last line says which), is
+named with its build id, so that exactly that instance is installed.
 
 With a binhost (FEATURES=getbinpkg), each emerge is preceded by removing this host's cached
 copies of the binhosts' indexes, so that it fetches them whole and sees an instance built a
@@ -19,13 +19,14 @@ import shlex
 from collections.abc import Iterable
 
 from cq_portage.emerge.jobs import entry_environment
-from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
+from cq_portage.emerge.plan import Plan, PlanEntry
 
 INSTALL_COMMAND = ("emerge", "--usepkgonly", "--oneshot", "--binpkg-respect-use=y")
 
 
 def install_atom(entry: PlanEntry) -> str:
-    if entry.action == BINARY and entry.binary_build_id:
+    """The instance the plan took, or its build made, by build id when it has one."""
+    if entry.binary_build_id:
         return f"={entry.cpv}-{entry.binary_build_id}::{entry.repo}"
     return entry.atom
 

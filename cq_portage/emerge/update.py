@@ -12,8 +12,10 @@ How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cq_portage.buildroot.roots import BUILT_PREFIX
 from cq_portage.cq.client import Client, ClientError, Outcome, Refused
 from cq_portage.cq.wire import State
 from cq_portage.emerge.install import install_script
@@ -79,6 +82,25 @@ def run_locally(script: str, log_file: Path) -> tuple[int, str]:
     with open(log_file, "wb") as out:
         return subprocess.run(["sh", str(path)], stdin=subprocess.DEVNULL, stdout=out,
                               stderr=subprocess.STDOUT).returncode, ""
+
+
+_BUILT = re.compile(r"=\S+-(\d+)::\S+$")  # what follows BUILT_PREFIX
+
+
+def _why_failed(lines: list[str]) -> str:
+    """The line of a failed build's log that says why: the build root's own one line
+    ("build host's ::gentoo has no =...; sync the build host"), else the last ebuild error
+    ("ERROR: cat/pkg-1::repo failed (compile phase): its die message"), else emerge's last
+    "!!! ..." line; "" when there is none."""
+    for line in reversed(lines):
+        if line.startswith("cq-build-root: "):
+            return line.removeprefix("cq-build-root: ")
+    for at in range(len(lines) - 1, -1, -1):
+        if lines[at].startswith("* ERROR: "):
+            detail = lines[at + 1].lstrip("* ") if at + 1 < len(lines) else ""
+            return " ".join((lines[at].removeprefix("* "), detail)).strip()
+    return next((line.removeprefix("!!! ") for line in reversed(lines)
+                 if line.startswith("!!! ")), "")
 
 
 def _needs(entry: PlanEntry) -> set[str]:
@@ -146,6 +168,7 @@ class Update:
     ids: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # why installing stopped
     installer: Installer = run_locally
+    built: dict[int, int] = field(default_factory=dict)  # job id: build id of what it made
 
     def __post_init__(self) -> None:
         if self.plan is not None:
@@ -257,39 +280,39 @@ class Update:
             self.pending.save()
 
     def explained(self, job_id: int, outcome: Outcome) -> Outcome:
-        """A build that failed with an exit status, with the line of its log that says
-        why (asked here, in the thread that owns the client, not in the hosts' threads)."""
-        if outcome.ok or outcome.error:
+        """What a build's log says, read here, in the thread that owns the client (not in
+        the hosts' threads): which instance a good build made (kept in `built`, so that
+        exactly that one is installed), or why a failed one failed (in its error)."""
+        if outcome.dependency_failed or not outcome.ok and outcome.error:
             return outcome
-        said = self._last_error_line(job_id)
+        lines = self._log_lines(job_id)
+        if outcome.ok:
+            built = next((line for line in reversed(lines) if line.startswith(BUILT_PREFIX)),
+                         None)
+            match = built and _BUILT.match(built.removeprefix(BUILT_PREFIX))
+            if match:
+                self.built[job_id] = int(match.group(1))
+            return outcome
+        said = _why_failed(lines)
         return outcome._replace(error=f"exit status {outcome.exit_status}: {said}"
                                 ) if said else outcome
 
-    def _last_error_line(self, job_id: int, most: int = 4 << 20) -> str:
-        """The line of a failed build's log that says why: the build root's own one line
-        ("build host's ::gentoo has no =...; sync the build host"), else the last ebuild
-        error ("ERROR: cat/pkg-1::repo failed (compile phase): its die message"), else
-        emerge's last "!!! ..." line; "" when there is none or the log cannot be read."""
-        data, offset, chunks = b"", 0, []
+    def _log_lines(self, job_id: int, most: int = 64 << 20, tail: int = 65536) -> list[str]:
+        """The last lines of a job's log (what says how it ended is at its end)."""
+        data, offset, chunks, kept = b"", 0, [], 0
         try:
             while offset < most:
                 data, offset, eof = self.client.log(job_id, offset)
                 chunks.append(data)
+                kept += len(data)
+                while kept - len(chunks[0]) > tail:
+                    kept -= len(chunks.pop(0))
                 if eof or not data:
                     break
         except ClientError:
-            return ""
-        lines = [line.strip() for line in
-                 b"".join(chunks)[-65536:].decode(errors="replace").splitlines()]
-        for line in reversed(lines):
-            if line.startswith("cq-build-root: "):
-                return line.removeprefix("cq-build-root: ")
-        for at in range(len(lines) - 1, -1, -1):
-            if lines[at].startswith("* ERROR: "):
-                detail = lines[at + 1].lstrip("* ") if at + 1 < len(lines) else ""
-                return " ".join((lines[at].removeprefix("* "), detail)).strip()
-        return next((line.removeprefix("!!! ") for line in reversed(lines)
-                     if line.startswith("!!! ")), "")
+            return []
+        return [line.strip() for line in
+                b"".join(chunks)[-tail:].decode(errors="replace").splitlines()]
 
     def install_ready(self) -> None:
         """Install, in one emerge, every package that is ready (binary, or built) and whose
@@ -332,8 +355,9 @@ class Update:
         logfile = self.log_dir / (f"install-{self.plan.group.name}-{stamp}-"
                                   f"{batch[0].job_id or 0}.log")
         self.summary.install_logs.append(str(logfile))
-        status, error = self.installer(install_script(self.plan, [i.entry for i in batch]),
-                                       logfile)
+        entries = [dataclasses.replace(i.entry, binary_build_id=self.built[i.job_id])
+                   if i.key is not None and i.job_id in self.built else i.entry for i in batch]
+        status, error = self.installer(install_script(self.plan, entries), logfile)
         if status == 0:
             for item in batch:
                 self._show(item, "installed")

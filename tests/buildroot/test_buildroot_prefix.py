@@ -56,6 +56,18 @@ def test_a_groups_build_deps_go_into_its_root_with_its_use(host, host_vdb_before
     assert frozenset({"foo"}) in brapp_instances(host)  # the binpkg is in the shared PKGDIR
 
 
+def test_a_good_build_names_the_instance_it_made_last(host):
+    done = build_in(host, "pfoo", USE="foo")
+    build_id = host.root_prefix("pfoo").installed()["app-misc/brapp-1"].build_id
+    [made] = [i for i in host.sandbox.binary_instances()
+              if i.cpv == "app-misc/brapp-1" and i.build_id == build_id]
+    assert made.use == {"foo"}
+    assert done.stderr.splitlines()[-1] == \
+        f"cq-build-root: built =app-misc/brapp-1-{build_id}::cqtest"
+    failed = host.cli("run", "pfoo", "--", "sh", "-c", "exit 3")
+    assert failed.returncode == 3 and "built" not in failed.stderr
+
+
 def test_a_second_group_with_other_use_has_its_own_root_state(host, host_vdb_before):
     build_in(host, "pfoo", USE="foo")  # the first group's state, whatever ran before
     before = vdb(host.root_prefix("pfoo"))

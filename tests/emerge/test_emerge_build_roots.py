@@ -111,6 +111,12 @@ def test_library_bump_rebuilds_its_consumers_against_the_new_sub_slot(site_for):
             "dev-libs/libz-2"
         assert [b.rdepend for b in _binaries(site, "app-misc/consumer-1")] == \
             ["dev-libs/libz:0/2="]
+        # The install named the instances the jobs made, by build id, in one emerge.
+        scripts = sorted((clients["c1"].path / "var/lib/cq-portage/logs").glob("install-*.sh"))
+        ids = {cpv: installed[cpv].build_id for cpv in ("dev-libs/libz-2", "app-misc/consumer-1")}
+        assert all(ids.values()), ids
+        assert [s for s in scripts if all(f"={cpv}-{i}::cqtest" in s.read_text()
+                                          for cpv, i in ids.items())], scripts
 
     site.hold_queue(5)  # both builds wait a while: the rebuild shows what it waits for
     printed = _update_all(site, clients, scenario, check)
