@@ -43,7 +43,7 @@ sysdeps:
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=69.3'  # 69.3+ names the sdist cq_portage-*
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
