@@ -5,7 +5,8 @@
 every member's time, owner and mode fixed and the gzip header's time zeroed, so that the
 same commit always gives the same bytes: the DIST line written from a local `make dist`
 then matches the tarball uploaded to the release. The time is SOURCE_DATE_EPOCH if set,
-else the last commit's, else 0.
+else that of the last commit to setup.py, else 0. The overlay's Manifest is left out: it
+holds the tarball's own hashes.
 
 `manifest` writes the overlay's `DIST NAME SIZE BLAKE2B HEX SHA512 HEX` line for a tarball
 into ebuild/app-admin/cq-portage/Manifest, replacing the line of the same name.
@@ -44,10 +45,12 @@ def tarball_name(ver: str | None = None) -> str:
 
 
 def source_date() -> int:
+    """SOURCE_DATE_EPOCH, else the time of the last commit to setup.py (the version bump):
+    committing the Manifest afterwards must not change the tarball it describes."""
     if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    done = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO, text=True,
-                          capture_output=True)
+    done = subprocess.run(["git", "log", "-1", "--format=%ct", "--", "setup.py"], cwd=REPO,
+                          text=True, capture_output=True)
     return int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else 0
 
 

@@ -55,6 +55,8 @@ def test_tarball_holds_every_file_the_ebuild_installs_and_tests(tarball):
     assert len(wanted) > 60
     assert wanted - inside == set(), f"not in {tarball.name}: {sorted(wanted - inside)}"
     assert not [n for n in inside if "__pycache__" in n or n.endswith(".pyc")]
+    # The Manifest holds the tarball's hashes: inside, it would change what it describes.
+    assert "ebuild/app-admin/cq-portage/Manifest" not in inside
 
 
 def test_the_same_tree_makes_the_same_bytes(tarball, tmp_path):
