@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,3 +222,25 @@ def test_two_groups_needing_one_instance_share_its_build(site_for):
     assert Counter(site.jobs_run()) == {"=dev-libs/libz-1::cqtest": 1,
                                         "=app-misc/consumer-1::cqtest": 1}
     assert len(_binaries(site, "app-misc/consumer-1")) == 1
+
+
+def test_a_build_host_on_an_older_tree_is_one_line_to_sync_it(site_for):
+    """The client planned a version the build host's tree does not have (yet): the build
+    fails early, and cq-emerge shows the build root's one line, not emerge's wall of text."""
+    scenario = Scenario(old=[Ebuild("app-misc/fresh-1")], new=[], groups={"g": {}},
+                        build_host=[], clients={"f1": ("g", [], {})})
+    site, clients = site_for(scenario)
+    clients["f1"].write_world("app-misc/fresh")
+    site.hold_queue(6)  # the build waits: meanwhile the "build host's tree" loses it
+    run = subprocess.Popen([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
+                            str(site.config), "--group", "g"], env=clients["f1"].env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not site.jobs_run() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    site.sandbox.repository.remove("app-misc/fresh-1")
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stdout + stderr
+    [line] = [e for e in stderr.splitlines() if e.startswith("!!! app-misc/fresh-1: failed")]
+    assert "build host's ::cqtest has no =app-misc/fresh-1; sync the build host" in line
+    assert "Traceback" not in stderr
