@@ -56,22 +56,27 @@ def munge_rate(socket: str, clients: int, n: int = 6000) -> float:
     """munged's own rate: credentials encoded and decoded (one pair a submission) per
     second by `clients` threads, as the bench's clients and the server's decoders do."""
     per = max(1, n // clients)
-    barrier = threading.Barrier(clients + 1)
 
-    def work() -> None:
+    def work(c: int, ready: threading.Barrier) -> None:
         munge = Munge(socket)
-        barrier.wait()
+        ready.wait()
         for i in range(per):
             munge.decode(munge.encode(b"x" * 160))
 
-    threads = [threading.Thread(target=work) for _ in range(clients)]
+    return per * clients / at_once(work, clients)
+
+
+def at_once(work, clients: int) -> float:
+    """Seconds `clients` threads of work(c, ready) take once all passed ready.wait()."""
+    ready = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=work, args=(c, ready)) for c in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait()
+    ready.wait()
     start = time.perf_counter()
     for t in threads:
         t.join()
-    return per * clients / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def latencies(server: CqServer, n: int, tag: str) -> list[float]:
@@ -87,22 +92,14 @@ def latencies(server: CqServer, n: int, tag: str) -> list[float]:
 def fill(server: CqServer, total: int, clients: int) -> float:
     """Detached submissions by `clients` threads; returns accepted submissions per second."""
     per = total // clients
-    barrier = threading.Barrier(clients + 1)
 
-    def work(c: int) -> None:
+    def work(c: int, ready: threading.Barrier) -> None:
         with server.client(timeout=60) as client:
-            barrier.wait()
+            ready.wait()
             for i in range(per):
                 client.submit(["/bin/true", "fill", str(c), str(i)])
 
-    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    return per * clients / (time.perf_counter() - start)
+    return per * clients / at_once(work, clients)
 
 
 def run_rate(server: CqServer, n: int, clients: int) -> float:
