@@ -65,33 +65,9 @@ def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
     return env
 
 
-# needed() is asked 3-4 times per entry (key, environment, command, after) while one plan's
-# jobs are made: the plan's index and answers are kept for the last plan asked about, which
-# made building the jobs of large plans quadratic no more. Keyed by identity, never by value.
-_last_plan: tuple[Plan, dict[str, PlanEntry], dict[int, tuple[PlanEntry, list[PlanEntry]]]] \
-    | None = None
-
-
 def needed(plan: Plan, entry: PlanEntry) -> list[PlanEntry]:
     """The plan entries `entry` needs, directly or through others, in merge order."""
-    global _last_plan
-    index = _last_plan
-    if index is None or index[0] is not plan:
-        index = _last_plan = (plan, {e.cpv: e for e in plan.entries}, {})
-    _, by_cpv, answers = index
-    known = answers.get(id(entry))
-    if known is not None and known[0] is entry:
-        return list(known[1])
-    found: set[str] = set()
-    stack = list(entry.depends)
-    while stack:
-        cpv = stack.pop()
-        if cpv not in found and cpv in by_cpv:
-            found.add(cpv)
-            stack.extend(by_cpv[cpv].depends)
-    result = [e for e in plan.entries if e.cpv in found]
-    answers[id(entry)] = (entry, result)
-    return list(result)
+    return list(plan.needs[entry.cpv])
 
 
 def _use_expanded(variable: str, use_expand: Iterable[str]) -> bool:

@@ -17,6 +17,7 @@ the environment given to the Planner, the way emerge reads them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -96,6 +97,23 @@ class Plan:
     # the install exports so that its emerge sees the binhosts as the plan did.
     binhost_indexes: tuple[str, ...] = ()
     install_env: tuple[tuple[str, str], ...] = ()
+
+    @functools.cached_property
+    def needs(self) -> dict[str, tuple[PlanEntry, ...]]:
+        """Each entry's cpv: the entries it needs, directly or through others, in merge
+        order (asked several times per entry while jobs are made: computed once)."""
+        by_cpv = {e.cpv: e for e in self.entries}
+        needs = {}
+        for entry in self.entries:
+            found: set[str] = set()
+            stack = list(entry.depends)
+            while stack:
+                cpv = stack.pop()
+                if cpv not in found and cpv in by_cpv:
+                    found.add(cpv)
+                    stack.extend(by_cpv[cpv].depends)
+            needs[entry.cpv] = tuple(e for e in self.entries if e.cpv in found)
+        return needs
 
     @property
     def builds(self) -> tuple[PlanEntry, ...]:
