@@ -17,6 +17,8 @@ from . import cq_pb2 as pb
 from .auth import Munge
 from .transport import Connection, NoAnswer, NotConnected, TransportError
 from .wire import DEFAULT_PORT, BadReply, Op, State, Status, build_request, parse_reply
+from .wire import valid_label  # noqa: F401  (the one door: emerge/ checks labels here)
+
 
 WAIT_SECONDS = 20
 

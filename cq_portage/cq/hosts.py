@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ssh import SshTarget
+from ..ssh import SshTarget
 
 LOCAL = "local"
 

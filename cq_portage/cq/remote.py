@@ -12,7 +12,7 @@ from pathlib import Path
 from .executor import JOB_ID_VAR, STOP_REASONS
 from .hosts import BuildHost, SshSettings
 from .job import Job, JobState, Result
-from .ssh import SshError, SshLost, SshRunner
+from ..ssh import SshError, SshLost, SshRunner
 from .wire import Status
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,11 @@ class Status(enum.IntEnum):
     DEPENDENCY_FAILED = -8  # a job in its `after` did not end DONE with exit status 0
 
 
+def valid_label(name: str) -> bool:
+    """A build host's label the server takes: amd64, arm64, ..."""
+    return bool(LABEL.match(name))
+
+
 class BadRequest(ValueError):
     """A request we refuse; the message is the one-line reason sent back."""
 
@@ -145,7 +150,7 @@ def parse_labels(labels) -> tuple[str, ...]:
     if len(labels) > MAX_LABELS:
         raise BadRequest(f"more than {MAX_LABELS} labels")
     for label in labels:
-        if isinstance(label, bytes) or not LABEL.match(label):
+        if isinstance(label, bytes) or not valid_label(label):
             raise BadRequest(f"bad label {str(label)[:80]!r}: want letters, digits, "
                              "'_', '.', '+' or '-', at most 64")
     return tuple(sorted(set(labels)))

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cq_portage.cq.logsetup import quiet_paramiko
+from cq_portage.ssh import quiet_paramiko
 from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
                                         GroupProfile, config_path, load_config)
 from cq_portage.emerge.pretend import Output, run_pretend

@@ -154,7 +154,7 @@ class Validator:
 
     def hosts(self, node: yaml.Node, what: str) -> tuple:
         """ssh://user@host[:port] URLs; a host belongs to one group only (its profile)."""
-        from cq_portage.cq.ssh import SshTarget  # paramiko: only configs with hosts pay
+        from cq_portage.ssh import SshTarget  # paramiko: only configs with hosts pay
 
         if not isinstance(node, yaml.SequenceNode):
             self.error(node, f"{what} must be a list of ssh://user@host[:port] URLs, "

@@ -18,8 +18,8 @@ from cq_portage.yamlfile import SafeLoader
 
 from cq_portage.emerge.binhost import BinhostSettings
 
-if TYPE_CHECKING:  # importing cq.ssh loads paramiko: only fleet mode needs it
-    from cq_portage.cq.ssh import SshTarget
+if TYPE_CHECKING:  # importing ssh loads paramiko: only fleet mode needs it
+    from cq_portage.ssh import SshTarget
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
 CONFIG_ENV = "CQ_PORTAGE_CONFIG"

@@ -1,7 +1,7 @@
 """One host of a fleet, seen from the admin host over SSH: its plan (`cq-emerge --local
 --pretend --json -g GROUP` run there) and running install scripts there.
 
-Everything goes through cq.ssh.SshRunner (known_hosts checked, one connection reused). The
+Everything goes through cq_portage.ssh.SshRunner (known_hosts checked, one connection reused). The
 runner merges the command's stderr into its output, so the plan document is found as the
 JSON object that starts on a line of its own ("{"); what surrounds it is the host's
 messages, shown when something went wrong.
@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cq_portage.cq.ssh import SshError, SshRunner, SshTarget
+from cq_portage.ssh import SshError, SshRunner, SshTarget
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import PlanFormatError, plan_from_json
 from cq_portage.emerge.profiles import SshSettings
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 PLAN_FLAGS = ("--local", "--pretend", "--json")
 # sshd hands the command to the login shell as one argument, which Linux caps at 128 KiB
 # (MAX_ARG_STRLEN); the script travels in it because the channel's stdin is the job's
-# lifeline (cq.ssh), so a longer script is refused here with a clear reason.
+# lifeline (cq_portage.ssh), so a longer script is refused here with a clear reason.
 MAX_SCRIPT = 120_000
 
 

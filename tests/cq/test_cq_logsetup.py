@@ -8,7 +8,7 @@ import textwrap
 
 _RUN = textwrap.dedent("""
     import threading, paramiko
-    from cq_portage.cq.logsetup import quiet_paramiko
+    from cq_portage.ssh import quiet_paramiko
     quiet_paramiko(verbose={verbose})
     for target in (lambda: paramiko.Transport(object()), lambda: 1 / 0):
         thread = threading.Thread(target=target)

@@ -1,4 +1,4 @@
-"""cq.ssh against real sshd processes on 127.0.0.1 (cq_portage.sandbox.sshd)."""
+"""cq_portage.ssh against real sshd processes on 127.0.0.1 (cq_portage.sandbox.sshd)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cq_portage.cq.ssh import (SshAuthError, SshError, SshHostKeyError, SshLost, SshRunner,
+from cq_portage.ssh import (SshAuthError, SshError, SshHostKeyError, SshLost, SshRunner,
                                SshTarget, SshUnreachable, remote_command)
 from cq_portage.sandbox.processes import running
 from cq_portage.sandbox.server import free_port

@@ -402,3 +402,28 @@ class SshRunner:
             log.info("%s does not answer: %s", self.target, e)
             return False
         return True
+
+
+def quiet_paramiko(verbose: bool) -> None:
+    """paramiko logs every connection at INFO and the tracebacks of its transport thread
+    at ERROR (a host that does not answer); this module raises one-line errors for all that
+    matters. -v shows paramiko's INFO (its DEBUG is packet-level noise, even then)."""
+    logging.getLogger("paramiko").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    if not verbose and threading.excepthook is not _paramiko_thread_errors:
+        threading.excepthook = _paramiko_thread_errors
+
+
+def _paramiko_thread_errors(args: threading.ExceptHookArgs,
+                            default=threading.excepthook) -> None:
+    """An exception that ends one of paramiko's own threads (a channel closing on a host
+    that went away: EOFError) goes to paramiko's log, not to stderr as a traceback; the
+    connection's owner already says what happened in one line. Others print as usual."""
+    tb = args.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("paramiko."):
+            logging.getLogger("paramiko").debug("thread %s ended: %r",
+                                                args.thread.name if args.thread else "?",
+                                                args.exc_value)
+            return
+        tb = tb.tb_next
+    default(args)
