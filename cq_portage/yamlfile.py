@@ -1,29 +1,30 @@
-"""YAML config files whose errors name file:line.
+"""The one reader of YAML config files (cq-server's and cq-emerge's).
 
-Mappings load as `Node` dicts that remember the line of each key, so a validator can say
-where a bad value is without a second parse.
+A file is read into PyYAML's node tree, where every value (mapping, list or scalar) knows its
+line, and a Checker walks it collecting every problem, so that one ConfigError lists them
+all, one "FILE:LINE: what is wrong" line each, and a site fixes its config in one pass.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """One line: 'FILE:LINE: what is wrong'."""
-
-
-class Node(dict):
-    """A YAML mapping: `line` is where it starts, `lines[key]` where each key is."""
-
-    line: int = 0
-    lines: dict[str, int]
-
+log = logging.getLogger(__name__)
 
 MAX_DEPTH = 100  # far beyond any real config; PyYAML's composer recurses once a level
+
+
+class ConfigError(ValueError):
+    """Bad config: `problems` holds one "FILE:LINE: what is wrong" line per problem."""
+
+    def __init__(self, problems: str | Iterable[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class SafeLoader(yaml.SafeLoader):
@@ -44,73 +45,106 @@ class SafeLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-class _Loader(SafeLoader):
-    pass
-
-
-def _mapping(loader: _Loader, node: yaml.MappingNode) -> Node:
-    out = Node()
-    out.line = node.start_mark.line + 1
-    out.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise yaml.MarkedYAMLError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.lines[key] = key_node.start_mark.line + 1
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def load(path: str | Path) -> Any:
-    """Parse `path`; a missing file or bad YAML becomes a ConfigError naming file:line."""
-    path = Path(path)
+def read(path: Path, hint: str = "") -> str:
+    """The text of `path`; a missing or unreadable file is a ConfigError (`hint`: what to do)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}{hint}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def compose(text: str, path: Path) -> yaml.Node | None:
+    """The node tree of `text` (None: an empty file); bad YAML is a ConfigError."""
     try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: bad YAML: {e.problem or e.context}") from None
+        return yaml.compose(text, Loader=SafeLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: bad YAML: {e}") from None
-    return Node() if data is None else data
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {problem}"
+                          ) from None
+
+
+Entries = dict[str, tuple[yaml.Node, yaml.Node]]  # a mapping: key -> (key node, value node)
 
 
 class Checker:
-    """Validates one file's values, raising ConfigError with file:line."""
+    """Walks one file's node tree, collecting a "FILE:LINE: message" line per problem."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: Path):
         self.path = path
+        self.problems: list[str] = []
+        self._loader = yaml.SafeLoader("")
 
-    def error(self, node: Node, key: str | None, message: str) -> ConfigError:
-        line = node.lines.get(key, node.line) if isinstance(node, Node) and key else getattr(
-            node, "line", 0)
-        return ConfigError(f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}")
+    def error(self, node: yaml.Node | None, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.problems.append(f"{self.path}:{line}: {message}")
 
-    def mapping(self, node: Any, where: str, allowed: set[str]) -> Node:
-        if not isinstance(node, Node):
-            raise ConfigError(f"{self.path}: {where} must be a mapping")
-        for key in node:
-            if key not in allowed:
-                known = ", ".join(sorted(allowed))
-                raise self.error(node, key, f"unknown key {key!r} in {where} (known: {known})")
-        return node
+    def check(self) -> None:
+        """Raise every problem found so far, at once."""
+        if self.problems:
+            raise ConfigError(self.problems)
 
-    def get(self, node: Node, key: str, types: type | tuple[type, ...], default: Any = None,
+    def value(self, node: yaml.Node) -> Any:
+        """The Python value of `node` (lists and mappings included)."""
+        return self._loader.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node | None, what: str, allowed: Collection[str] | None
+                ) -> Entries | None:
+        """A mapping node's entries; None (and a problem) if it is not a mapping."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping (key: value), not {kind(node)}")
+            return None
+        entries: Entries = {}
+        for key_node, value_node in node.value:
+            key = self.value(key_node) if isinstance(key_node, yaml.ScalarNode) else key_node
+            if not isinstance(key, str):
+                self.error(key_node, f"keys of {what} must be text, not {kind(key_node)}")
+            elif key in entries:
+                self.error(key_node, f"duplicate key {key!r} in {what}")
+            elif allowed is not None and key not in allowed:
+                self.error(key_node, f"unknown key {key!r} in {what} "
+                           f"(known keys: {', '.join(sorted(allowed))})")
+            else:
+                entries[key] = (key_node, value_node)
+        return entries
+
+    def get(self, entries: Entries, key: str, types: type | tuple[type, ...],
             what: str | None = None) -> Any:
-        if key not in node:
-            return default
-        value = node[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in (
-                types if isinstance(types, tuple) else (types,))):
-            names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-            raise self.error(node, key, f"{what or key} must be {names}, not {type(value).__name__}")
+        """The value of `key` if it is one of `types`; None if absent or not (a problem)."""
+        if key not in entries:
+            return None
+        node = entries[key][1]
+        value, types = self.value(node), types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = "/".join(t.__name__ for t in types)
+            self.error(node, f"{what or key} must be {names}, not {type(value).__name__}")
+            return None
         return value
+
+    def renamed(self, entries: Entries, old: str, new: str, what: str) -> None:
+        """Take `old` as the deprecated name of `new`, with a warning naming FILE:LINE."""
+        if old not in entries:
+            return
+        key_node = entries[old][0]
+        if new in entries:
+            self.error(key_node, f"{what}: give {new} only ({old} is its deprecated name)")
+            return
+        log.warning("%s:%d: %s: '%s' is deprecated, name it '%s'", self.path,
+                    key_node.start_mark.line + 1, what, old, new)
+        entries[new] = entries.pop(old)
+
+
+def kind(node: yaml.Node | None) -> str:
+    """What a node holds, for messages: "a list", "text 'x'", "a number (5)"..."""
+    if node is None:
+        return "nothing"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"str": f"text {node.value!r}", "int": f"a number ({node.value})",
+            "float": f"a number ({node.value})", "bool": f"a boolean ({node.value})",
+            "null": "empty"}.get(tag, repr(node.value))

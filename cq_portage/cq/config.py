@@ -7,13 +7,17 @@ import math
 import os
 import pwd
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..yamlfile import Checker, ConfigError, Node, load
+import yaml
+
+from ..sshconfig import SshSettings
+from ..yamlfile import Checker, ConfigError, Entries, compose, read
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
-from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost, SshSettings
+from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost
 from .job import RunAs
 from ..ssh import SshTarget
 from .wire import DEFAULT_HOST, DEFAULT_PORT, BadRequest, Limits, parse_labels
@@ -71,144 +75,169 @@ def _run_as(spec: str) -> RunAs | str:
 
 
 def load_config(path: str | Path | None) -> ServerConfig:
-    """The defaults, or the file at `path`; every problem is a ConfigError naming file:line."""
+    """The defaults, or the file at `path`; its problems are one ConfigError, a line each."""
     if path is None:
         return ServerConfig()
-    data, c = load(path), Checker(path)
-    c.mapping(data, "the server config", {
+    path = Path(path)
+    c = Checker(path)
+    root = compose(read(path), path)
+    if root is None:
+        return ServerConfig()
+    top = c.mapping(root, "the server config", {
         "listen", "state_dir", "munge_socket", "allow", "run_as", "environment", "limits",
         "incoming_hook", "hook_timeout", "stop_grace_seconds", "keep_finished_days",
         "build_hosts", "ssh"})
+    if top is None:
+        raise ConfigError(c.problems)
     values: dict = {}
-    if "listen" in data:
-        listen = c.mapping(data["listen"], "listen", {"host", "port"})
+    if listen := _section(c, top, "listen", {"host", "port"}):
         values["host"] = c.get(listen, "host", str)
         port = c.get(listen, "port", int)
         if port is not None and not 0 < port < 65536:
-            raise c.error(listen, "port", f"port {port} is not between 1 and 65535")
-        values["port"] = port
-    if (state_dir := c.get(data, "state_dir", str)) is not None:
+            c.error(listen["port"][1], f"port {port} is not between 1 and 65535")
+        else:
+            values["port"] = port
+    if (state_dir := c.get(top, "state_dir", str)) is not None:
         values["state_dir"] = Path(state_dir)
-    values["munge_socket"] = c.get(data, "munge_socket", str)
-    if "allow" in data:
-        allow = c.mapping(data["allow"], "allow", {"users", "groups"})
+    values["munge_socket"] = c.get(top, "munge_socket", str)
+    if allow := _section(c, top, "allow", {"users", "groups"}):
+        users, groups = c.get(allow, "users", list), c.get(allow, "groups", list)
         try:
-            values["authorizer"] = Authorizer.from_names(
-                c.get(allow, "users", list, []), c.get(allow, "groups", list, []))
+            values["authorizer"] = Authorizer.from_names(users or [], groups or [])
         except ValueError as e:
-            raise c.error(data, "allow", str(e)) from None
-    if (spec := c.get(data, "run_as", (str, int))) is not None:
+            c.error(top["allow"][0], str(e))
+    if (spec := c.get(top, "run_as", (str, int))) is not None:
         try:
             values["run_as"] = _run_as(str(spec))
         except ValueError as e:
-            raise c.error(data, "run_as", f"run_as: {e}") from None
-        if values["run_as"] != RunAs() and os.getuid() != 0:
-            raise c.error(data, "run_as", "run_as needs the server to run as root")
-    if "environment" in data:
-        env = c.mapping(data["environment"], "environment", {"deny"})
-        deny = c.get(env, "deny", list, [])
-        if not all(isinstance(d, str) and d for d in deny):
-            raise c.error(env, "deny", "environment.deny must be a list of names or patterns")
-        values["env_policy"] = EnvPolicy(DEFAULT_DENY + tuple(deny))
-    if "limits" in data:
-        lim = c.mapping(data["limits"], "limits",
-                        {"max_request_bytes", "max_args", "max_env", "max_string_bytes",
-                         "max_after", "max_memory_bytes"})
-        for key in lim:
-            _bounded(c, lim, key, c.get(lim, key, int), 1, f"limits.{key}")
-        if "max_memory_bytes" in lim:
-            values["max_memory"] = lim.pop("max_memory_bytes")
-        values["limits"] = Limits(**lim)
-        if values.get("max_memory", MAX_MEMORY) < 4 * values["limits"].max_request_bytes:
-            raise c.error(data, "limits", "limits.max_memory_bytes must be at least 4 times "
+            c.error(top["run_as"][1], f"run_as: {e}")
+        else:
+            if values["run_as"] != RunAs() and os.getuid() != 0:
+                c.error(top["run_as"][1], "run_as needs the server to run as root")
+    if env := _section(c, top, "environment", {"deny"}):
+        deny = c.get(env, "deny", list)
+        if deny is not None and not all(isinstance(d, str) and d for d in deny):
+            c.error(env["deny"][1], "environment.deny must be a list of names or patterns")
+        elif deny is not None:
+            values["env_policy"] = EnvPolicy(DEFAULT_DENY + tuple(deny))
+    if lim := _section(c, top, "limits", {"max_request_bytes", "max_args", "max_env",
+                                           "max_string_bytes", "max_after", "max_memory_bytes"}):
+        numbers = {key: _number(c, lim, key, f"limits.{key}", 1, (int,)) for key in lim}
+        if None not in numbers.values():
+            values["max_memory"] = numbers.pop("max_memory_bytes", MAX_MEMORY)
+            values["limits"] = Limits(**numbers)
+            if values["max_memory"] < 4 * values["limits"].max_request_bytes:
+                c.error(top["limits"][0], "limits.max_memory_bytes must be at least 4 times "
                                           "limits.max_request_bytes")
-    if (hook := c.get(data, "incoming_hook", (str, list))) is not None:
+    if (hook := c.get(top, "incoming_hook", (str, list))) is not None:
         argv = (hook,) if isinstance(hook, str) else tuple(map(str, hook))
         program = shutil.which(argv[0]) if argv else None  # a bare name is looked up in PATH
         if not program:
-            raise c.error(data, "incoming_hook", f"incoming_hook {argv[0] if argv else ''!r} "
-                                                 "is not an executable file (or not in PATH)")
-        values["incoming_hook"] = (program, *argv[1:])
+            c.error(top["incoming_hook"][1], f"incoming_hook {argv[0] if argv else ''!r} "
+                                             "is not an executable file (or not in PATH)")
+        else:
+            values["incoming_hook"] = (program, *argv[1:])
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
-        if (value := c.get(data, key, (int, float))) is not None:
-            values[name] = float(_bounded(c, data, key, value, 0, key))
-    if "ssh" in data:
-        values["ssh"] = _ssh_settings(c, data["ssh"])
-    if "build_hosts" in data:
-        values["hosts"] = _build_hosts(c, data, values.get("ssh", SshSettings()))
+        values[name] = _number(c, top, key, key, 0)
+    ssh = values["ssh"] = _ssh_settings(c, top["ssh"][1]) if "ssh" in top else SshSettings()
+    if "build_hosts" in top:
+        values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh)
         if values.get("run_as", RunAs()) != RunAs() and any(h.ssh for h in values["hosts"]):
-            raise c.error(data, "run_as", "run_as applies to the local build host only: jobs "
-                          "on SSH build hosts run as the user of their url (keep run_as: "
-                          "server, or use local build hosts only)")
+            c.error(top["run_as"][1], "run_as applies to the local build host only: jobs "
+                    "on SSH build hosts run as the user of their url (keep run_as: server, "
+                    "or use local build hosts only)")
+    c.check()
     return ServerConfig().with_overrides(**values)
 
 
+def _section(c: Checker, top: Entries, key: str, allowed: Collection[str]) -> Entries | None:
+    """The mapping under `key`, if there is one (and is one)."""
+    return c.mapping(top[key][1], key, allowed) if key in top else None
+
+
 def _ssh_settings(c: Checker, node) -> SshSettings:
-    ssh = c.mapping(node, "ssh", {"key", "known_hosts", "connect_timeout", "check_seconds",
-                                  "retry_seconds"})
+    ssh = c.mapping(node, "ssh", {"key", "key_file", "known_hosts", "connect_timeout",
+                                  "check_seconds", "retry_seconds"})
+    if ssh is None:
+        return SshSettings()
+    c.renamed(ssh, "key", "key_file", "ssh")
     values: dict = {}
-    for key in ("key", "known_hosts"):
+    for key in ("key_file", "known_hosts"):
         if (path := c.get(ssh, key, str)) is not None:
             values[key] = Path(path)
     for key in ("connect_timeout", "check_seconds", "retry_seconds"):
-        if (seconds := c.get(ssh, key, (int, float))) is not None:
-            if seconds <= 0:
-                raise c.error(ssh, key, f"ssh.{key} must be positive")
-            values[key] = float(_bounded(c, ssh, key, seconds, 0, f"ssh.{key}"))
-    return SshSettings(**values)
+        values[key] = _number(c, ssh, key, f"ssh.{key}", 0, positive=True)
+    return SshSettings(**{k: v for k, v in values.items() if v is not None})
 
 
-def _bounded(c: Checker, node, key: str, value: int | float, low: int, name: str):
-    """`value` if it lies in [low, BOUNDS[key]] (and is a number: not .nan or .inf)."""
-    high = BOUNDS[key]
-    if not math.isfinite(value) or not low <= value <= high:
-        raise c.error(node, key, f"{name} must be between {low} and {high}, not {value}")
-    return value
+def _number(c: Checker, entries: Entries, key: str, name: str, low: int,
+            types: tuple[type, ...] = (int, float), positive: bool = False):
+    """The value of `key` if it lies in [low, BOUNDS[key]] (and is a number: not .nan or
+    .inf), a float unless only ints are taken; None if absent or not (a problem)."""
+    if (value := c.get(entries, key, types)) is None:
+        return None
+    high, node = BOUNDS[key], entries[key][1]
+    if positive and value <= 0:
+        c.error(node, f"{name} must be positive")
+    elif not math.isfinite(value) or not low <= value <= high:
+        c.error(node, f"{name} must be between {low} and {high}, not {value}")
+    else:
+        return value if types == (int,) else float(value)
+    return None
 
 
-def _build_hosts(c: Checker, data, ssh: SshSettings) -> tuple[BuildHost, ...]:
-    """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key: PATH,
-    known_hosts: PATH}}; the url defaults to local. Files are checked now: a host that cannot
-    be reached is only found out when it is tried, but a typo in a path is a config error."""
-    node = data["build_hosts"]
-    if not isinstance(node, Node) or not node:
-        raise c.error(data, "build_hosts", "build_hosts must be a mapping of host names to "
-                                           "settings, with at least one host")
+def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
+    """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key_file:
+    PATH, known_hosts: PATH}}; the url defaults to local. Files are checked now: a host that
+    cannot be reached is only found out when it is tried, but a typo in a path is a config
+    error."""
+    names = c.mapping(node, "build_hosts", None) if isinstance(node, yaml.MappingNode) \
+        and node.value else None
+    if names is None:
+        c.error(node, "build_hosts must be a mapping of host names to settings, with at "
+                      "least one host")
+        return DEFAULT_HOSTS
     hosts, local = [], None
-    for name, settings in node.items():
-        if not isinstance(name, str) or not name:
-            raise c.error(node, name, f"build host name {name!r} must be text")
-        spec = c.mapping(Node() if settings is None else settings, f"build host {name!r}",
-                         {"url", "labels", "key", "known_hosts"})
-        if isinstance(spec, Node) and not spec.line:
-            spec.line = node.lines[name]
-        labels = c.get(spec, "labels", list, [])
+    for name, (name_node, settings) in names.items():
+        if not name:
+            c.error(name_node, f"build host name {name!r} must be text")
+            continue
+        what = f"build host {name!r}"
+        spec = {} if c.value(settings) is None else c.mapping(
+            settings, what, {"url", "labels", "key", "key_file", "known_hosts"})
+        if spec is None:
+            continue
+        c.renamed(spec, "key", "key_file", what)
         try:
-            labels = frozenset(parse_labels([str(label) for label in labels]))
+            labels = frozenset(parse_labels([str(label) for label in
+                                             c.get(spec, "labels", list) or []]))
         except BadRequest as e:
-            raise c.error(spec, "labels", f"build host {name!r}: {e}") from None
-        url = c.get(spec, "url", str, LOCAL)
+            c.error(spec["labels"][1], f"{what}: {e}")
+            continue
+        url = c.get(spec, "url", str) if "url" in spec else LOCAL
+        if url is None:
+            continue
         if url == LOCAL:
             if local is not None:
-                raise c.error(node, name, f"build hosts {local!r} and {name!r} are both "
-                                          "local: this machine runs one job at a time")
+                c.error(name_node, f"build hosts {local!r} and {name!r} are both local: "
+                                   "this machine runs one job at a time")
             local = name
             hosts.append(BuildHost(name, labels))
             continue
         try:
             target = SshTarget.parse(url)
         except ValueError as e:
-            raise c.error(spec, "url", f"build host {name!r}: {e} (or 'local')") from None
-        key = Path(c.get(spec, "key", str, str(ssh.key)))
-        known_hosts = Path(c.get(spec, "known_hosts", str, str(ssh.known_hosts)))
-        for what, path in (("key", key), ("known_hosts", known_hosts)):
-            if not os.access(path, os.R_OK):
-                raise c.error(spec if what in spec else node, what if what in spec else name,
-                              f"build host {name!r}: {what} file {path} cannot be read"
-                              + (" (host keys are verified: create it with ssh-keyscan, "
-                                 "checking the keys)" if what == "known_hosts" else ""))
-        hosts.append(BuildHost(name, labels, target, key, known_hosts))
+            c.error(spec["url"][1], f"{what}: {e} (or 'local')")
+            continue
+        files = replace(ssh, **{key: Path(c.get(spec, key, str) or getattr(ssh, key))
+                                for key in ("key_file", "known_hosts")})
+        for key, path in files.unreadable():
+            c.error(spec[key][1] if key in spec else name_node,
+                    f"{what}: {key.removesuffix('_file')} file {path} cannot be read" + (
+                        " (host keys are verified: create it with ssh-keyscan, checking the "
+                        "keys)" if key == "known_hosts" else ""))
+        hosts.append(BuildHost(name, labels, target, files.key_file, files.known_hosts))
     return tuple(hosts)
 
 

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..ssh import SshTarget
 
 LOCAL = "local"
-
-
-def _home_ssh(name: str) -> Path:
-    return Path(os.path.expanduser("~")) / ".ssh" / name
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    """How cq-server reaches build hosts over SSH (the `ssh:` section)."""
-
-    key: Path = field(default_factory=lambda: _home_ssh("id_ed25519"))
-    known_hosts: Path = field(default_factory=lambda: _home_ssh("known_hosts"))
-    connect_timeout: float = 10.0
-    # How often the host of a running job must show it still answers. A host that does not,
-    # within connect_timeout, is down: without this a frozen host would hold its job forever.
-    check_seconds: float = 30.0
-    retry_seconds: float = 60.0  # how often a host that is down is tried again
 
 
 @dataclass(frozen=True)

@@ -237,12 +237,12 @@ def setup_log(level: int, args, syslog: bool) -> None:
 
 
 def _fail(launcher: Launcher | None, code: int, message: str) -> int:
-    """One line on stderr, or through the launcher to the terminal that ran --daemon."""
+    """One line (a line per problem) on stderr, or through the launcher to --daemon's tty."""
     if launcher is not None and launcher.write_fd is not None:
         log.error("%s", message)
         launcher.tell(code, message)
     else:
-        print(f"cq-server: {message}", file=sys.stderr)
+        print(*(f"cq-server: {line}" for line in message.splitlines()), sep="\n", file=sys.stderr)
     return code
 
 

@@ -1,8 +1,9 @@
-"""The YAML node tree of a config file walked into profile objects, one problem line
-("FILE:LINE: what is wrong") per mistake; nodes keep their line numbers, values do not."""
+"""cq-emerge's config file: found, read and walked into profile objects, one problem line
+("FILE:LINE: what is wrong") per mistake, all of them at once (see yamlfile)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,11 +11,15 @@ from typing import Any
 
 import yaml
 
-from cq_portage.cq.wire import LABEL
+from cq_portage.cq.client import DEFAULT_PORT, valid_label
 from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
-from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, DEFAULT_PORT,
-                                        MAX_KEEP_LOGS_DAYS, Config, ConfigError, GroupProfile,
-                                        HostSettings, PackageUse, Server, SshSettings)
+from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, MAX_KEEP_LOGS_DAYS, Config,
+                                        GroupProfile, HostSettings, PackageUse, Server)
+from cq_portage.sshconfig import SshSettings
+from cq_portage.yamlfile import Checker, compose, kind, read
+
+DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
+CONFIG_ENV = "CQ_PORTAGE_CONFIG"
 
 # PMS 3.1.4: a USE flag name; "-*" resets in USE, like make.conf.
 _FLAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+_@-]*")
@@ -34,18 +39,26 @@ _GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_comman
 _SSH_KEYS = ("key_file", "known_hosts", "connect_timeout", "command")
 
 
-class Validator:
+def config_path(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """--config, else $CQ_PORTAGE_CONFIG, else the default path."""
+    environ = os.environ if environ is None else environ
+    return Path(option or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: Path) -> Config:
+    return parse_config(read(path, f" (give another with --config or ${CONFIG_ENV})"), path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    return Validator(path).config(compose(text, path))
+
+
+class Validator(Checker):
     """Walks the YAML node tree (which knows its line numbers) and collects problems."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.problems: list[str] = []
-        self._loader = yaml.SafeLoader("")
+        super().__init__(path)
         self._hosts_seen: dict[object, str] = {}  # SshTarget -> the group listing it
-
-    def error(self, node: yaml.Node | None, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 1
-        self.problems.append(f"{self.path}:{line}: {message}")
 
     def config(self, root: yaml.Node | None) -> Config:
         top = self.mapping(root, "the config file", _TOP_KEYS)
@@ -77,8 +90,7 @@ class Validator:
             keep_logs_days = self.keep_logs_days(top["keep_logs_days"][1])
         binhost = self.binhost(top["binhost"][1]) if top and "binhost" in top \
             else BinhostSettings()
-        if self.problems:
-            raise ConfigError(self.problems)
+        self.check()
         assert server is not None
         return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh,
                       keep_logs_days=keep_logs_days, binhost=binhost)
@@ -91,7 +103,7 @@ class Validator:
             return BinhostSettings()
         values: dict[str, Any] = {}
         if "url" in entries:
-            url = self.scalar(entries["url"][1])
+            url = self.value(entries["url"][1])
             if not isinstance(url, str) or not all(_URL_RE.fullmatch(u) for u in url.split()) \
                     or not url.split():
                 self.error(entries["url"][1], "'binhost.url' must be URLs (https://HOST/PATH), "
@@ -99,14 +111,14 @@ class Validator:
             else:
                 values["url"] = " ".join(url.split())
         if "signatures" in entries:
-            value = self.scalar(entries["signatures"][1])
+            value = self.value(entries["signatures"][1])
             if value not in ("required", "as-configured"):
                 self.error(entries["signatures"][1], "'binhost.signatures' must be 'required' "
                                                      "or 'as-configured'")
             else:
                 values["signatures"] = value == "required"
         if "unreachable" in entries:
-            value = self.scalar(entries["unreachable"][1])
+            value = self.value(entries["unreachable"][1])
             if value not in UNREACHABLE_CHOICES:
                 self.error(entries["unreachable"][1], "'binhost.unreachable' must be "
                            + " or ".join(repr(c) for c in UNREACHABLE_CHOICES))
@@ -116,7 +128,7 @@ class Validator:
 
     def keep_logs_days(self, node: yaml.Node) -> float:
         """Days install and fleet logs are kept; 0 prunes every log of an earlier run."""
-        days = self.scalar(node)
+        days = self.value(node)
         if isinstance(days, bool) or not isinstance(days, (int, float)) \
                 or not 0 <= days <= MAX_KEEP_LOGS_DAYS:
             self.error(node, f"'keep_logs_days' must be a number of days from 0 to "
@@ -133,7 +145,7 @@ class Validator:
         values: dict[str, Any] = {}
         for key in ("key_file", "known_hosts"):
             if key in entries:
-                value = self.scalar(entries[key][1])
+                value = self.value(entries[key][1])
                 path = Path(value).expanduser() if isinstance(value, str) else None
                 if path is None or not path.is_absolute():
                     self.error(entries[key][1], f"'ssh.{key}' must be an absolute path "
@@ -141,7 +153,7 @@ class Validator:
                 else:
                     values[key] = path
         if "connect_timeout" in entries:
-            timeout = self.scalar(entries["connect_timeout"][1])
+            timeout = self.value(entries["connect_timeout"][1])
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
                     or timeout <= 0:
                 self.error(entries["connect_timeout"][1],
@@ -158,15 +170,15 @@ class Validator:
 
         if not isinstance(node, yaml.SequenceNode):
             self.error(node, f"{what} must be a list of ssh://user@host[:port] URLs, "
-                             f"not {_kind(node)}")
+                             f"not {kind(node)}")
             return ()
         group = what.split(".")[0]
         targets = []
         for item in node.value:
-            value = self.scalar(item)
+            value = self.value(item)
             if not isinstance(value, str):
                 self.error(item, f"{what} entries must be ssh://user@host[:port] URLs, "
-                                 f"not {_kind(item)}")
+                                 f"not {kind(item)}")
                 continue
             try:
                 target = SshTarget.parse(value.strip())
@@ -201,7 +213,7 @@ class Validator:
         postsync: bool | tuple[str, ...] = True
         if "postsync" in entries:
             node = entries["postsync"][1]
-            value = self.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+            value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
             if isinstance(value, bool):
                 postsync = value
             else:
@@ -213,31 +225,6 @@ class Validator:
                     postsync = tuple(name for name, _ in repos)
         return HostSettings(groups=tuple(names), postsync=postsync)
 
-    def mapping(self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None
-                ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
-        """A mapping node as {key: (key node, value node)}; None (and a problem) if not one."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f"{what} must be a mapping (key: value), not {_kind(node)}")
-            return None
-        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node)
-            if not isinstance(key, str):
-                self.error(key_node, f"keys of {what} must be text, not {_kind(key_node)}")
-            elif key in entries:
-                self.error(key_node, f"duplicate key {key!r} in {what}")
-            elif allowed is not None and key not in allowed:
-                self.error(key_node, f"unknown key {key!r} in {what} "
-                           f"(known keys: {', '.join(allowed)})")
-            else:
-                entries[key] = (key_node, value_node)
-        return entries
-
-    def scalar(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return self._loader.construct_object(node, deep=True)
-        return node  # a collection: callers report it with _kind()
-
     def server(self, key_node: yaml.Node, node: yaml.Node) -> Server | None:
         entries = self.mapping(node, "'server'", _SERVER_KEYS)
         if entries is None:
@@ -245,26 +232,26 @@ class Validator:
         if "host" not in entries:
             self.error(node, "'server' has no 'host': name the build host running cq-server")
             return None
-        host = self.scalar(entries["host"][1])
+        host = self.value(entries["host"][1])
         if not isinstance(host, str) or not host.strip():
-            self.error(entries["host"][1], f"'server.host' must be a host name, not {_kind(entries['host'][1])}")
+            self.error(entries["host"][1], f"'server.host' must be a host name, not {kind(entries['host'][1])}")
             return None
         port = DEFAULT_PORT
         if "port" in entries:
-            port = self.scalar(entries["port"][1])
+            port = self.value(entries["port"][1])
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 self.error(entries["port"][1], "'server.port' must be a port number 1-65535")
                 return None
         munge_socket = None
         if "munge_socket" in entries:
-            munge_socket = self.scalar(entries["munge_socket"][1])
+            munge_socket = self.value(entries["munge_socket"][1])
             if not isinstance(munge_socket, str) or not munge_socket.startswith("/"):
                 self.error(entries["munge_socket"][1],
                            "'server.munge_socket' must be an absolute path")
                 return None
         timeout = 30.0
         if "timeout" in entries:
-            timeout = self.scalar(entries["timeout"][1])
+            timeout = self.value(entries["timeout"][1])
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
                 self.error(entries["timeout"][1], "'server.timeout' must be a number of seconds")
                 return None
@@ -276,17 +263,17 @@ class Validator:
         if isinstance(node, yaml.SequenceNode):
             found = []
             for item in node.value:
-                value = self.scalar(item)
+                value = self.value(item)
                 if not isinstance(value, str):
-                    self.error(item, f"{what} entries must be text, not {_kind(item)}")
+                    self.error(item, f"{what} entries must be text, not {kind(item)}")
                     return None
                 found.extend((word, item) for word in value.split())
             return found
-        value = self.scalar(node)
+        value = self.value(node)
         if value is None:
             return []
         if not isinstance(value, str):
-            self.error(node, f"{what} must be a string or a list of strings, not {_kind(node)}")
+            self.error(node, f"{what} must be a string or a list of strings, not {kind(node)}")
             return None
         return [(word, node) for word in value.split()]
 
@@ -380,11 +367,11 @@ class Validator:
         from portage.exception import InvalidAtom
 
         if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list of \"ATOM FLAG...\" lines, not {_kind(node)}")
+            self.error(node, f"{what} must be a list of \"ATOM FLAG...\" lines, not {kind(node)}")
             return ()
         lines = []
         for item in node.value:
-            value = self.scalar(item)
+            value = self.value(item)
             if not isinstance(value, str) or len(value.split()) < 2:
                 self.error(item, f"{what}: each entry must be \"ATOM FLAG...\" text")
                 continue
@@ -404,7 +391,7 @@ class Validator:
     def build_labels(self, node: yaml.Node, what: str) -> tuple[str, ...]:
         labels = []
         for word, word_node in self.words(node, what) or []:
-            if LABEL.match(word):
+            if valid_label(word):
                 labels.append(word)
             else:
                 self.error(word_node, f"{what}: {word!r} is not a build host label (letters, "
@@ -413,11 +400,11 @@ class Validator:
 
     def build_command(self, node: yaml.Node, what: str) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list of arguments (argv), not {_kind(node)}")
+            self.error(node, f"{what} must be a list of arguments (argv), not {kind(node)}")
             return ()
         argv = []
         for item in node.value:
-            value = self.scalar(item)
+            value = self.value(item)
             if not isinstance(value, str) or not value:
                 self.error(item, f"{what}: arguments must be non-empty text")
                 return ()
@@ -426,15 +413,3 @@ class Validator:
             self.error(node, f"{what} is empty")
         return tuple(argv)
 
-
-def _kind(node: yaml.Node | None) -> str:
-    if node is None:
-        return "nothing"
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    tag = node.tag.rsplit(":", 1)[-1]
-    return {"str": f"text {node.value!r}", "int": f"a number ({node.value})",
-            "float": f"a number ({node.value})", "bool": f"a boolean ({node.value})",
-            "null": "empty"}.get(tag, repr(node.value))

@@ -1,29 +1,20 @@
-"""Group profiles: the YAML config file turned into validated, immutable objects.
-
-Every problem found becomes one line "FILE:LINE: what is wrong", all of them at once, so a
-site fixes its config in one pass; no problem ever surfaces as a traceback.
-"""
+"""Group profiles: what cq-emerge's config file holds, as immutable objects (profile_yaml
+reads and checks the file into them)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from cq_portage.yamlfile import SafeLoader
-
 from cq_portage.emerge.binhost import BinhostSettings
+from cq_portage.sshconfig import SshSettings
+from cq_portage.yamlfile import ConfigError
 
 if TYPE_CHECKING:  # importing ssh loads paramiko: only fleet mode needs it
     from cq_portage.ssh import SshTarget
 
-DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
-CONFIG_ENV = "CQ_PORTAGE_CONFIG"
-DEFAULT_PORT = 48005
 DEFAULT_PACKAGES = ("@world",)
 # What a build job runs inside its group's build root: the atoms of what the package needs
 # (at the plan's versions) and then its own are appended, or replace a "{atom}" argument;
@@ -33,24 +24,15 @@ DEFAULT_PACKAGES = ("@world",)
 # packages that its own jobs made.
 DEFAULT_BUILD_COMMAND = ("emerge", "--buildpkg", "--usepkg", "--oneshot", "--newuse",
                          "--reinstall-atoms={package}", "--binpkg-respect-use=y")
-# What fleet mode runs on each host to get its plan (the flags are added after it).
-DEFAULT_REMOTE_COMMAND = ("cq-emerge",)
 # Days cq-emerge keeps its install and fleet logs (STATE_DIR/logs) before pruning them.
 DEFAULT_KEEP_LOGS_DAYS = 30.0
 MAX_KEEP_LOGS_DAYS = 36500.0
-
-class ConfigError(Exception):
-    """Bad config: `problems` holds one "FILE:LINE: message" line per problem."""
-
-    def __init__(self, problems: Iterable[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
 class Server:
     host: str
-    port: int = DEFAULT_PORT
+    port: int
     munge_socket: str | None = None  # None: libmunge's default
     timeout: float = 30.0  # seconds an unreachable server is waited for
 
@@ -99,16 +81,6 @@ class HostSettings:
 
 
 @dataclass(frozen=True)
-class SshSettings:
-    """How fleet mode reaches a group's hosts (defaults: the running user's own SSH files)."""
-
-    key_file: Path = field(default_factory=lambda: Path.home() / ".ssh/id_ed25519")
-    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh/known_hosts")
-    connect_timeout: float = 10.0
-    command: tuple[str, ...] = DEFAULT_REMOTE_COMMAND
-
-
-@dataclass(frozen=True)
 class Config:
     path: Path
     server: Server
@@ -125,43 +97,13 @@ class Config:
             return list(self.groups.values())
         names = list(names) or list(self.host.groups)
         if not names:
-            raise ConfigError([f"{self.path}: no group given: name one with --group NAME, use "
-                               "--all-groups, or list this host's in host: {groups: [...]}"])
+            raise ConfigError(f"{self.path}: no group given: name one with --group NAME, use "
+                              "--all-groups, or list this host's in host: {groups: [...]}")
         chosen: list[GroupProfile] = []
         known = ", ".join(self.groups) or "none"
         for name in names:
             if name not in self.groups:
-                raise ConfigError([f"{self.path}: unknown group {name!r} (known groups: {known})"])
+                raise ConfigError(f"{self.path}: unknown group {name!r} (known groups: {known})")
             if self.groups[name] not in chosen:
                 chosen.append(self.groups[name])
         return chosen
-
-
-def config_path(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """--config, else $CQ_PORTAGE_CONFIG, else the default path."""
-    environ = os.environ if environ is None else environ
-    return Path(option or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-
-
-def load_config(path: Path) -> Config:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError([f"{path}: cannot read the config file: {error.strerror} "
-                           f"(give another with --config or ${CONFIG_ENV})"]) from None
-    except UnicodeDecodeError as error:
-        raise ConfigError([f"{path}: not UTF-8 text ({error.reason})"]) from None
-    return parse_config(text, path)
-
-
-def parse_config(text: str, path: Path) -> Config:
-    try:
-        root = yaml.compose(text, Loader=SafeLoader)  # nesting limited: file:line, no crash
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = f"{mark.line + 1}" if mark else "1"
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError([f"{path}:{line}: invalid YAML: {problem}"]) from None
-    from cq_portage.emerge.profile_yaml import Validator  # it builds the objects above
-
-    return Validator(path).config(root)

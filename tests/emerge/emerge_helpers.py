@@ -103,7 +103,8 @@ def emerge_plan(prefix: Prefix, targets: list[str], env: dict | None = None,
 
 def assert_one_problem(tmp_path: Path, text: str, line: int, message: str) -> None:
     """Loading `text` as a config file gives exactly one problem: FILE:LINE: ...message..."""
-    from cq_portage.emerge.profiles import ConfigError, load_config
+    from cq_portage.emerge.profile_yaml import load_config
+    from cq_portage.yamlfile import ConfigError
 
     path = tmp_path / "cq-portage.yaml"
     path.write_text(text)

@@ -291,7 +291,8 @@ def test_binhost_url_in_the_config_serves_a_client_without_binrepos_conf(site, t
     ("https://x/", "'binhost' must be a mapping"),
 ])
 def test_a_wrong_binhost_setting_is_one_line_naming_its_line(tmp_path, binhost, problem):
-    from cq_portage.emerge.profiles import ConfigError, load_config
+    from cq_portage.emerge.profile_yaml import load_config
+    from cq_portage.yamlfile import ConfigError
 
     path = tmp_path / "cq-portage.yaml"
     path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}},
@@ -304,7 +305,7 @@ def test_a_wrong_binhost_setting_is_one_line_naming_its_line(tmp_path, binhost, 
 
 
 def test_binhost_settings_become_portages_variables(tmp_path):
-    from cq_portage.emerge.profiles import load_config
+    from cq_portage.emerge.profile_yaml import load_config
 
     path = tmp_path / "cq-portage.yaml"
     path.write_text(yaml.safe_dump({"server": {"host": "b"}, "groups": {"g": {}}, "binhost": {

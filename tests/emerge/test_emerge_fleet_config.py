@@ -12,7 +12,7 @@ from emerge_helpers import assert_one_problem
 
 from cq_portage.ssh import SshTarget
 from cq_portage.emerge.cli import build_parser, fleet_mode
-from cq_portage.emerge.profiles import load_config, parse_config
+from cq_portage.emerge.profile_yaml import load_config, parse_config
 
 FLEET = """\
 server: {host: build.example.org}

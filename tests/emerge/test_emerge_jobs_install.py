@@ -82,7 +82,7 @@ def _install_script(prefix, config) -> str:
     return _in_prefix(prefix, f"""
         from cq_portage.emerge.install import install_script
         from cq_portage.emerge.plan import Planner
-        from cq_portage.emerge.profiles import load_config
+        from cq_portage.emerge.profile_yaml import load_config
         from pathlib import Path
         group = load_config(Path({str(config)!r})).groups["g"]
         print(install_script(Planner().plan(group)), end="")

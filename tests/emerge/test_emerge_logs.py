@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cq_portage.emerge.logs import DAY, prune_logs
-from cq_portage.emerge.profiles import ConfigError, parse_config
+from cq_portage.emerge.profile_yaml import parse_config
+from cq_portage.yamlfile import ConfigError
 
 NOW = time.time()  # one "now" for the whole module, so that ages are exact
 

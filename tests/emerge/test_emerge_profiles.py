@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from emerge_helpers import assert_one_problem
 
-from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_BUILD_COMMAND, ConfigError,
-                                        PackageUse, config_path, load_config, parse_config)
+from cq_portage.emerge.profile_yaml import CONFIG_ENV, config_path, load_config, parse_config
+from cq_portage.emerge.profiles import DEFAULT_BUILD_COMMAND, PackageUse
+from cq_portage.yamlfile import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc/cq-portage/cq-portage.yaml"
 

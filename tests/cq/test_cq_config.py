@@ -1,0 +1,72 @@
+"""cq-server's config file: every problem in it at once, a FILE:LINE line each; the SSH
+key's old name `key` still read, with a warning."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from cq_portage.cq.config import load_config
+from cq_portage.yamlfile import ConfigError
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("listen: {port: 0}\nnot_a_key: 1\nssh:\n  check_seconds: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        f"{path}:2: unknown key 'not_a_key' in the server config (known keys: allow, "
+        "build_hosts, environment, hook_timeout, incoming_hook, keep_finished_days, limits, "
+        "listen, munge_socket, run_as, ssh, state_dir, stop_grace_seconds)",
+        f"{path}:1: port 0 is not between 1 and 65535",
+        f"{path}:4: ssh.check_seconds must be positive"]
+
+
+def test_check_config_prints_a_line_per_problem(tmp_path):
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("hook_timeout: -1\nrun_as: nosuchuser\n")
+    done = subprocess.run([sys.executable, "-m", "cq_portage.cq.server_cli", "--config",
+                           str(path), "--check-config"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert sorted(done.stderr.splitlines()) == [
+        f"cq-server: {path}:1: hook_timeout must be between 0 and 3600, not -1",
+        f"cq-server: {path}:2: run_as: unknown user 'nosuchuser'"]
+
+
+def test_the_old_key_name_still_works_with_a_warning(tmp_path, caplog):
+    key = tmp_path / "id"
+    key.write_text("k")
+    path = tmp_path / "cq-server.yaml"
+    path.write_text(f"build_hosts:\n  far: {{url: 'ssh://root@h', key: {key}, known_hosts: "
+                    f"{key}}}\nssh:\n  key: {key}\n")
+    with caplog.at_level(logging.WARNING):
+        config = load_config(path)
+    assert config.ssh.key_file == key and config.hosts[0].key == key
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:4: ssh: 'key' is deprecated, name it 'key_file'",
+        f"{path}:2: build host 'far': 'key' is deprecated, name it 'key_file'"]
+
+
+def test_both_names_at_once_is_a_problem(tmp_path):
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("ssh:\n  key: /a\n  key_file: /b\n")
+    with pytest.raises(ConfigError, match=r":2: ssh: give key_file only \(key is its "
+                                          r"deprecated name\)"):
+        load_config(path)
+
+
+def test_ssh_files_are_checked_when_the_config_loads(tmp_path):
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("build_hosts:\n  far: {url: 'ssh://root@h'}\n"
+                    f"ssh: {{key_file: {tmp_path}/no-key, known_hosts: {tmp_path}/no-kh}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        f"{path}:2: build host 'far': key file {tmp_path}/no-key cannot be read",
+        f"{path}:2: build host 'far': known_hosts file {tmp_path}/no-kh cannot be read (host "
+        "keys are verified: create it with ssh-keyscan, checking the keys)"]
