@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from . import cq_pb2 as pb
-from .auth import Munge
+from .auth import AuthError, Munge
+from .job import HostInfo, JobInfo, JobState, Status
 from .transport import Connection, NoAnswer, NotConnected, TransportError
-from .wire import DEFAULT_PORT, BadReply, Op, State, Status, build_request, parse_reply
+from .wire import DEFAULT_PORT, BadReply, Op, build_request, host_record, job_record, \
+    job_state, parse_reply
 from .wire import valid_label  # noqa: F401  (the one door: emerge/ checks labels here)
 
 
@@ -35,6 +37,10 @@ class ServerSilent(ServerUnreachable):
     """Connected, but no answer."""
 
 
+class NoCredential(ClientError):
+    """MUNGE could not make a credential (munged not running, its socket unreadable)."""
+
+
 class BadServerReply(ClientError):
     """A reply that is malformed, truncated or does not answer the request: never trusted
     to say how a job ended."""
@@ -45,6 +51,14 @@ def _check(ok: bool, what: str) -> None:
         raise BadServerReply(f"unexpected reply from the server: {what}")
 
 
+def _converted(convert: Callable, part):
+    """A part of a reply as a record: one with no job state we know is a bad reply."""
+    try:
+        return convert(part)
+    except BadReply as e:
+        raise BadServerReply(f"unexpected reply from the server: {e}") from None
+
+
 def checked_outcome(rep: pb.cq_rep, job_id: int | None = None) -> "Outcome":
     """How a job ended, from a reply that must make sense: a status a shell can exit with,
     the job asked about, and DONE exactly when the command ran."""
@@ -53,9 +67,13 @@ def checked_outcome(rep: pb.cq_rep, job_id: int | None = None) -> "Outcome":
         _check(rep.HasField("state"), "no job state")
         _check(job_id is None or rep.job_id == job_id,
                f"about job {rep.job_id}, not job {job_id}")
-        _check((rep.state == State.DONE) == (rep.internal_status == Status.RAN),
-               f"state {State.Name(rep.state)} with internal status {rep.internal_status}")
-    return Outcome.from_reply(rep)
+        state = _converted(job_state, rep.state)
+        _check((state == JobState.DONE) == (rep.internal_status == Status.RAN),
+               f"state {state.name} with internal status {rep.internal_status}")
+    else:  # the original server only says whether it ran
+        state = JobState.DONE if rep.internal_status >= 0 else JobState.FAILED
+    return Outcome(rep.job_id if rep.HasField("job_id") else None, rep.internal_status,
+                   rep.exit_status, state, rep.error or None)
 
 
 class Refused(ClientError):
@@ -70,7 +88,7 @@ class Outcome(NamedTuple):  # not a dataclass: see wire.Limits; copy with _repla
     job_id: int | None
     internal_status: int
     exit_status: int
-    state: str  # a JobState name in lower case: done, failed, cancelled, interrupted, ...
+    state: JobState  # a str too: "done", "failed", "cancelled", "interrupted", ...
     error: str | None = None
 
     @property
@@ -81,15 +99,6 @@ class Outcome(NamedTuple):  # not a dataclass: see wire.Limits; copy with _repla
     def dependency_failed(self) -> bool:
         """It never ran: a job it was to run after did not end well."""
         return self.internal_status == Status.DEPENDENCY_FAILED
-
-    @classmethod
-    def from_reply(cls, rep: pb.cq_rep) -> "Outcome":
-        if rep.HasField("state"):
-            state = State.Name(rep.state).lower()
-        else:  # the original server only says whether it ran
-            state = "done" if rep.internal_status >= 0 else "failed"
-        return cls(rep.job_id if rep.HasField("job_id") else None, rep.internal_status,
-                   rep.exit_status, state, rep.error or None)
 
 
 class Submitted(NamedTuple):
@@ -105,9 +114,10 @@ def env_pairs(env: Mapping[str, str] | Iterable[str]) -> list[str]:
 
 class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 munge: Munge | None = None, timeout: float = 30.0):
+                 munge_socket: str | None = None, timeout: float = 30.0):
+        """`munge_socket`: munged's socket; None: libmunge's default."""
         self.address = f"{host}:{port}"
-        self.munge = munge or Munge()
+        self.munge = Munge(munge_socket)
         self.timeout = timeout
         self.conn = Connection(f"tcp://{host}:{port}")
 
@@ -124,7 +134,10 @@ class Client:
         """One request; retried after transport failures until `timeout` has passed."""
         deadline = time.monotonic() + self.timeout
         while True:
-            frame = self.munge.encode(payload) + b"\0"  # fresh each try: replays are refused
+            try:  # a fresh credential each try: replays are refused
+                frame = self.munge.encode(payload) + b"\0"
+            except AuthError as e:
+                raise NoCredential(str(e)) from None
             left = max(0.1, deadline - time.monotonic())
             try:
                 rep = parse_reply(self.conn.exchange(frame, left, answer_timeout))
@@ -172,39 +185,39 @@ class Client:
         _check(rep.HasField("job_id") and rep.job_id > 0, "no job id for the submission")
         return Submitted(rep.job_id, rep.merged)
 
-    def wait(self, job_id: int, on_update: Callable[[pb.cq_rep], None] | None = None,
+    def wait(self, job_id: int, on_update: Callable[[JobInfo], None] | None = None,
              poll: int = WAIT_SECONDS) -> Outcome:
-        """Until the job ends; `on_update` hears its state at least every `poll` seconds."""
+        """Until the job ends; `on_update` hears of it at least every `poll` seconds."""
         while True:
             rep = self._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=poll),
                              answer_timeout=poll + self.timeout)
-            if rep.state not in (State.QUEUED, State.RUNNING) or not rep.HasField("state"):
+            if not rep.HasField("state") or _converted(job_state, rep.state).ended:
                 return checked_outcome(rep, job_id)
             if on_update:
-                on_update(rep)
+                on_update(_one_job(rep, job_id))
 
     def run(self, argv: list[str], env: Mapping[str, str] | Iterable[str] = (),
             dedupe_key: str | None = None, legacy: bool = False,
-            on_update: Callable[[pb.cq_rep], None] | None = None,
+            on_update: Callable[[JobInfo], None] | None = None,
             labels: Iterable[str] = (), after: Iterable[int] = ()) -> Outcome:
         submitted = self.submit(argv, env, dedupe_key, legacy, labels, after)
         if isinstance(submitted, Outcome):
             return submitted
         return self.wait(submitted.job_id, on_update)
 
-    def status(self, job_id: int) -> pb.job_info:
+    def status(self, job_id: int) -> JobInfo:
         return _one_job(self._call(build_request(Op.STATUS, job_id=job_id), self.timeout),
                         job_id)
 
-    def list(self) -> list[pb.job_info]:
+    def list(self) -> list[JobInfo]:
         return self.overview()[0]
 
-    def overview(self) -> tuple[list[pb.job_info], list[pb.host_info]]:
+    def overview(self) -> tuple[list[JobInfo], list[HostInfo]]:
         """The queue (running, queued, then recently ended jobs) and the build hosts."""
         rep = self._call(build_request(Op.LIST), self.timeout)
-        return list(rep.jobs), list(rep.hosts)
+        return [_converted(job_record, j) for j in rep.jobs], list(map(host_record, rep.hosts))
 
-    def cancel(self, job_id: int) -> pb.job_info:
+    def cancel(self, job_id: int) -> JobInfo:
         return _one_job(self._call(build_request(Op.CANCEL, job_id=job_id), self.timeout),
                         job_id)
 
@@ -217,6 +230,6 @@ class Client:
         return rep.log, rep.log_offset, rep.log_eof
 
 
-def _one_job(rep: pb.cq_rep, job_id: int) -> pb.job_info:
+def _one_job(rep: pb.cq_rep, job_id: int) -> JobInfo:
     _check(len(rep.jobs) == 1 and rep.jobs[0].id == job_id, f"no job {job_id} in the reply")
-    return rep.jobs[0]
+    return _converted(job_record, rep.jobs[0])

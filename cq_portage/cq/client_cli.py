@@ -14,10 +14,10 @@ import time
 
 # Imported where used, not here: json, pwd, subprocess and protobuf's json_format (alone
 # ~35 ms). Scripts run cq-client once a job, so a plain submit loads only what it needs.
-from .auth import AuthError, Munge
 from .client import BadServerReply, Client, ClientError, Outcome
-from .cq_pb2 import HOST_DOWN, job_info
-from .wire import DEFAULT_PORT, BadRequest, Limits, State, parse_after, parse_env, parse_labels
+from .job import JobInfo, JobState
+from .wire import DEFAULT_PORT, BadRequest, Limits, host_message, job_message, parse_after, \
+    parse_env, parse_labels
 
 NOT_RUN = 255
 MAX_JOB_ID = (1 << 63) - 1
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if after and not submitting:
         p.error("--after goes with a command to submit")
-    client = Client(args.host, args.port, Munge(args.munge_socket), args.timeout)
+    client = Client(args.host, args.port, args.munge_socket, args.timeout)
     try:
         if args.list:
             return show_list(client, args.json)
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_status(client, args.status, args.json)
         if args.cancel is not None:
             info = client.cancel(args.cancel)
-            say(args, f"job {info.id}: {'stopping' if info.state == State.RUNNING else 'cancelled'}")
+            stopping = info.state == JobState.RUNNING
+            say(args, f"job {info.id}: {'stopping' if stopping else 'cancelled'}")
             return 0
         if args.log is not None:
             return show_log(client, args.log, args.follow)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             progress.done()  # end the updating line before anything else is printed
         return finish(args, outcome)
-    except (ClientError, AuthError) as e:
+    except ClientError as e:
         print(f"cq-client: {e}", file=sys.stderr)
         bad = isinstance(e, BadServerReply)  # never read as the job's own status
         return NOT_RUN if submitting or args.wait is not None or bad else 1
@@ -149,12 +150,12 @@ def parse_after_option(values: list[str]) -> list[int]:
     return list(parse_after(ids, Limits(max_after=1 << 20)))  # the server has the limit
 
 
-def _waiting(j: job_info) -> bool:
+def _waiting(j: JobInfo) -> bool:
     """Queued behind the jobs in its `after`: the server gives it no position."""
-    return j.state == State.QUEUED and bool(j.after) and not j.HasField("position")
+    return j.state == JobState.QUEUED and bool(j.after) and j.position is None
 
 
-def _after(j: job_info) -> str:
+def _after(j: JobInfo) -> str:
     return ", ".join(map(str, j.after))
 
 
@@ -169,16 +170,15 @@ class Progress:
     def __init__(self, args):
         self.args, self.last, self.tty = args, None, sys.stderr.isatty()
 
-    def __call__(self, rep) -> None:
+    def __call__(self, info: JobInfo) -> None:
         if self.args.quiet:
             return
-        info = rep.jobs[0] if rep.jobs else None
-        text = f"job {rep.job_id} {State.Name(rep.state).lower()}"
-        if info is not None and info.HasField("position"):
+        text = f"job {info.id} {info.state}"
+        if info.position is not None:
             text += f" (position {info.position})"
-        elif info is not None and _waiting(info):
+        elif _waiting(info):
             text += f" (after {_after(info)})"
-        elif info is not None and info.host:
+        elif info.host:
             text += f" on {info.host}"
         if text != self.last:
             print(("\r" + text + "\033[K") if self.tty else f"cq-client: {text}",
@@ -235,33 +235,35 @@ def _age(t: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def _dicts(messages) -> list[dict]:
+def _dicts(records, message) -> list[dict]:
+    """As protobuf's JSON mapping writes their messages (`message` makes one of a record)."""
     from google.protobuf.json_format import MessageToDict
-    return [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+    return [MessageToDict(message(r), preserving_proto_field_name=True) for r in records]
 
 
 def show_list(client: Client, as_json: bool) -> int:
     jobs, hosts = client.overview()
     if as_json:
         import json
-        print(json.dumps({"hosts": _dicts(hosts), "jobs": _dicts(jobs)}))
+        print(json.dumps({"hosts": _dicts(hosts, host_message),
+                          "jobs": _dicts(jobs, job_message)}))
         return 0
-    if len(hosts) > 1 or any(h.state == HOST_DOWN for h in hosts):
+    if len(hosts) > 1 or not all(h.up for h in hosts):
         print(f"{'HOST':<12} {'STATE':<14} {'LABELS':<16} URL")
         for h in hosts:
-            state = (f"down {_age(h.since)}" if h.state == HOST_DOWN
+            state = (f"down {_age(h.since)}" if not h.up
                      else f"job {h.job_id}" if h.job_id else "idle")
             print(f"{h.name:<12} {state:<14} {' '.join(h.labels) or '-':<16} {h.url}"
                   + (f"  ({h.error})" if h.error else ""))
         print()
     print(f"{'ID':>7} {'STATE':<14} {'HOST':<12} {'REQUESTER':<10} {'AGE':>5}  COMMAND")
     for j in jobs:
-        state = State.Name(j.state).lower()
-        if j.HasField("position"):
+        state = str(j.state)
+        if j.position is not None:
             state += f" #{j.position}"
         elif _waiting(j):
             state += f" (after {_after(j)})"
-        elif j.state not in (State.QUEUED, State.RUNNING):
+        elif j.state.ended:
             state += f" {j.exit_status}" if j.internal_status == 0 else ""
         labels = f"[{' '.join(j.labels)}] " if j.labels else ""
         print(f"{j.id:>7} {state:<14} {j.host or '-':<12} {_user(j.requester_uid):<10} "
@@ -273,10 +275,10 @@ def show_status(client: Client, job_id: int, as_json: bool) -> int:
     j = client.status(job_id)
     if as_json:
         import json
-        print(json.dumps(_dicts([j])[0]))
+        print(json.dumps(_dicts([j], job_message)[0]))
         return 0
-    print(f"job {j.id}: {State.Name(j.state).lower()}"
-          + (f" (position {j.position})" if j.HasField("position") else "")
+    print(f"job {j.id}: {j.state}"
+          + (f" (position {j.position})" if j.position is not None else "")
           + (" (waiting for the jobs it runs after)" if _waiting(j) else ""))
     print(f"  command:   {' '.join(j.args)}")
     print(f"  requester: {_user(j.requester_uid)} (uid {j.requester_uid}), runs as {j.run_as}")
@@ -286,7 +288,7 @@ def show_status(client: Client, job_id: int, as_json: bool) -> int:
         print(f"  after:     {_after(j)}")
     if j.host:
         print(f"  host:      {j.host}" + (f" (attempt {j.attempts})" if j.attempts > 1 else ""))
-    if j.state not in (State.QUEUED, State.RUNNING):
+    if j.state.ended:
         print(f"  result:    internal status {j.internal_status}, exit status {j.exit_status}"
               + (f" ({j.error})" if j.error else ""))
     if j.log_path:

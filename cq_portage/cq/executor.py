@@ -13,14 +13,12 @@ from pathlib import Path
 
 from .auth import groups_of
 from .environment import EnvPolicy
-from .job import Job, JobState, Result
+from .execution import JOB_ID_VAR, STOP_REASONS
+from .job import JobState, Result, Status
+from .serverjob import Job
 from .statedir import NOFOLLOW, open_under
-from .wire import Status
 
 log = logging.getLogger(__name__)
-
-
-JOB_ID_VAR = "CQ_JOB_ID"  # in every job's environment: the job knows its id, and so do we
 
 
 def kill_orphan(running_file: Path, job_id: int) -> bool:
@@ -152,10 +150,6 @@ class Executor:
         _signal_group(proc, signal.SIGTERM)
         threading.Thread(target=_kill_later, args=(proc, grace), daemon=True).start()
         return True
-
-
-STOP_REASONS = {"cancel": "cancelled while running",
-                 "shutdown": "the server shut down while the job ran; it was not re-run"}
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from .job import Job
+from .serverjob import Job
 
 log = logging.getLogger(__name__)
 

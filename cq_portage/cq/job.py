@@ -1,17 +1,17 @@
-"""A job and its life cycle: queued -> running -> done | failed | cancelled | interrupted."""
+"""A job's life cycle: queued -> running -> done | failed | cancelled | interrupted, and the
+records the client reads of jobs and build hosts.
+
+cq-client imports this: NamedTuples, not dataclasses (see wire.Limits), and no protobuf
+(wire.py converts at the edge).
+"""
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
-from dataclasses import dataclass, field
-
-from . import cq_pb2 as pb
-from .wire import Status
+from typing import NamedTuple
 
 
-class JobState(enum.Enum):
+class JobState(enum.StrEnum):  # a str: outcome.state == "done" holds
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"  # the command ran; exit_status tells how it went
@@ -23,13 +23,22 @@ class JobState(enum.Enum):
     def ended(self) -> bool:
         return self not in (JobState.QUEUED, JobState.RUNNING)
 
-    @property
-    def wire(self) -> int:
-        return pb.JobState.Value(self.name)
+
+class Status(enum.IntEnum):
+    """internal_status values. 0 means the command ran; negative ones say why it did not."""
+
+    RAN = 0
+    REFUSED = -1  # bad request, bad credential, not authorized, rejected by the hook
+    EXEC_FAILED = -2  # the command could not be started
+    INTERRUPTED = -3  # the server stopped while the job ran
+    CANCELLED = -4
+    NOT_FOUND = -5  # no such job
+    SERVER_ERROR = -6  # e.g. munged unreachable on the server
+    HOST_LOST = -7  # its build host went down while it ran, and again after a requeue
+    DEPENDENCY_FAILED = -8  # a job in its `after` did not end DONE with exit status 0
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """How a job ended. exit_status is 128+N for a job killed by signal N."""
 
     state: JobState
@@ -51,8 +60,7 @@ class Result:
         return self.state.value
 
 
-@dataclass(frozen=True)
-class RunAs:
+class RunAs(NamedTuple):
     """Whom a job runs as; None fields mean: as the server runs."""
 
     uid: int | None = None
@@ -62,53 +70,39 @@ class RunAs:
         return "server" if self.uid is None else f"{self.uid}:{self.gid}"
 
 
-@dataclass
-class Job:
-    command: str
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = field(repr=False)  # may hold secrets
-    requester_uid: int
-    requester_gid: int
-    run_as: RunAs = RunAs()
-    dedupe_key: str | None = None
-    id: int | None = None
-    state: JobState = JobState.QUEUED
-    submitted: float = 0.0
+class JobInfo(NamedTuple):
+    """A job as the server tells of it. None: the server did not say (not yet started,
+    not ended, no place in the queue, ...)."""
+
+    id: int
+    state: JobState
+    args: tuple[str, ...] = ()
+    requester_uid: int = 0
+    requester_gid: int = 0
+    submitted: float = 0.0  # seconds since the epoch
     started: float | None = None
     finished: float | None = None
-    result: Result | None = None
-    waiters: int = 1
+    internal_status: int | None = None  # once ended
+    exit_status: int | None = None
+    error: str | None = None
+    position: int | None = None  # 1 = next to run; queued jobs that wait for no other
+    waiters: int = 1  # submissions merged into it
     log_path: str | None = None
-    labels: tuple[str, ...] = ()  # a build host must have all of them to run it
+    dedupe_key: str | None = None
+    run_as: str = "server"  # str(RunAs)
     host: str | None = None  # the build host that runs or ran it
-    attempts: int = 0  # times started: a job whose host went down is requeued once
-    after: tuple[int, ...] = ()  # jobs that must end DONE with exit status 0 before it starts
-    unmet: int = 0  # how many of them have not ended yet: it waits while > 0
+    labels: tuple[str, ...] = ()  # what a build host must have to run it
+    attempts: int = 0  # times started (> 1: requeued after a host went down)
+    after: tuple[int, ...] = ()  # the jobs it waits for
 
-    @property
-    def key(self) -> str:
-        """What makes two submissions the same work: command line, environment, user."""
-        what = [self.command, self.argv, sorted(dict(self.env).items()), self.run_as.uid,
-                self.run_as.gid]
-        if self.labels:  # another architecture is other work (no labels: keys as before)
-            what.append(self.labels)
-        blob = json.dumps(what)
-        return hashlib.sha256(blob.encode()).hexdigest()
 
-    def info(self, position: int | None = None) -> pb.job_info:
-        msg = pb.job_info(id=self.id, state=self.state.wire, args=self.argv,
-                          requester_uid=self.requester_uid, requester_gid=self.requester_gid,
-                          submitted=self.submitted, waiters=self.waiters,
-                          run_as=str(self.run_as), labels=self.labels,
-                          attempts=self.attempts, after=self.after)
-        for name in ("started", "finished", "log_path", "dedupe_key", "host"):
-            if getattr(self, name) is not None:
-                setattr(msg, name, getattr(self, name))
-        if self.result:
-            msg.internal_status = self.result.internal_status
-            msg.exit_status = self.result.exit_status
-            if self.result.error:
-                msg.error = self.result.error
-        if position is not None:
-            msg.position = position
-        return msg
+class HostInfo(NamedTuple):
+    """A build host as the server tells of it."""
+
+    name: str
+    url: str  # "local" or ssh://user@host:port
+    labels: tuple[str, ...] = ()
+    up: bool = True  # else probed until it answers again
+    since: float = 0.0  # when it last went down or came back up
+    error: str | None = None  # why it is down
+    job_id: int | None = None  # the job it runs now

@@ -9,22 +9,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .executor import JOB_ID_VAR, STOP_REASONS
-from .hosts import BuildHost, SshSettings
-from .job import Job, JobState, Result
+from .execution import JOB_ID_VAR, STOP_REASONS, HostDown
+from ..sshconfig import SshSettings
+from .hosts import BuildHost
+from .job import JobState, Result, Status
+from .serverjob import Job
 from ..ssh import SshError, SshLost, SshRunner
-from .wire import Status
 
 log = logging.getLogger(__name__)
-
-
-class HostDown(Exception):
-    """The build host failed us; `ran`: the job may have started there (else it surely
-    did not, and requeueing it costs it nothing)."""
-
-    def __init__(self, message: str, ran: bool):
-        super().__init__(message)
-        self.ran = ran
 
 
 @dataclass

@@ -13,26 +13,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from . import cq_pb2 as pb
+from .execution import HostDown, JobExecutor
 from .hosts import BuildHost
-from .job import Job, JobState, Result
-from .remote import HostDown
+from .job import HostInfo, JobState, Result, Status
+from .serverjob import Job
 from .store import Store
-from .wire import Status
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_SECONDS = 1.0  # a full disk: how often to try recording a job's end again
 MAX_ATTEMPTS = 2  # a job whose host went down is requeued once, then reported failed
-
-
-class JobExecutor(Protocol):
-    def run(self, job: Job) -> Result: ...  # may raise HostDown
-    def stop(self, why: str, grace: float) -> bool: ...
-    def check(self) -> None: ...  # raises HostDown when the host does not answer
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -188,15 +179,10 @@ class Runner:
         self.executor.close()
         self._pool.shutdown()
 
-    def info(self) -> pb.host_info:
-        msg = pb.host_info(name=self.host.name, url=self.host.url,
-                           labels=sorted(self.host.labels), since=self.since,
-                           state=pb.HOST_DOWN if self.down else pb.HOST_UP)
-        if self.down:
-            msg.error = self.down
-        if self.running is not None:
-            msg.job_id = self.running.id
-        return msg
+    def info(self) -> HostInfo:
+        return HostInfo(self.host.name, self.host.url, tuple(sorted(self.host.labels)),
+                        up=not self.down, since=self.since, error=self.down or None,
+                        job_id=self.running.id if self.running is not None else None)
 
 
 def _note(job: Job, text: str) -> None:
@@ -238,5 +224,5 @@ class Runners:
     async def stop(self, grace: float) -> None:
         await asyncio.gather(*(r.stop(grace) for r in self.runners))
 
-    def infos(self) -> list[pb.host_info]:
+    def infos(self) -> list[HostInfo]:
         return [r.info() for r in self.runners]

@@ -27,11 +27,12 @@ from . import hook, statedir
 from .auth import AuthError, Credential, Munge
 from .config import REQUESTER, ConfigError, ServerConfig
 from .executor import Executor, kill_orphan
-from .job import Job, JobState, RunAs
+from .job import JobState, RunAs, Status
 from .remote import RemoteExecutor
 from .runner import Runner, Runners
+from .serverjob import Job
 from .store import Settled, Store, Submission
-from .wire import BadRequest, Op, Request, State, Status, build_reply, credential_from_frame, \
+from .wire import BadRequest, Op, Request, build_reply, credential_from_frame, \
     parse_request, unknown_after
 
 log = logging.getLogger(__name__)
@@ -376,7 +377,7 @@ class Server:
                 self.waiters[acc.job_id].append(Waiter(envelope, legacy=True))
             else:
                 await self._reply(envelope, build_reply(
-                    Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=State.QUEUED))
+                    Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=JobState.QUEUED))
         self.runners.wake()
 
     def _wake_all(self) -> None:
@@ -428,7 +429,7 @@ class Server:
         position = self.store.position(job.id) if job.state == JobState.QUEUED \
             and not job.unmet else None
         return build_reply(r.internal_status if r else Status.RAN, r.exit_status if r else 0,
-                           legacy=legacy, job_id=job.id, state=job.state.wire,
+                           legacy=legacy, job_id=job.id, state=job.state,
                            error=r.error if r else None, jobs=[job.info(position)])
 
     def _list_reply(self) -> bytes:
@@ -455,7 +456,7 @@ class Server:
                 return build_reply(Status.SERVER_ERROR, 0, job_id=job.id,
                                    error=f"cannot read the log of job {job.id}: {e.strerror}")
         eof = job.state.ended and len(data) < LOG_CHUNK
-        return build_reply(Status.RAN, 0, job_id=job.id, state=job.state.wire, log=data,
+        return build_reply(Status.RAN, 0, job_id=job.id, state=job.state, log=data,
                            log_offset=offset + len(data), log_eof=eof)
 
     def _cancel(self, job: Job, cred: Credential) -> bytes:

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .job import Job, JobState, Result, RunAs
-from .wire import Status
+from .job import JobState, Result, RunAs, Status
+from .serverjob import Job
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ plain (not munged) `cq_rep` frames.
 
 from __future__ import annotations
 
-import enum
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
 from . import cq_pb2 as pb
+from .job import HostInfo, JobInfo, JobState
 
 PROTOCOL_VERSION = 1
 DEFAULT_HOST = "0.0.0.0"
@@ -24,21 +25,11 @@ MAX_LABELS = 32
 MAX_JOB_ID = (1 << 63) - 1  # SQLite's INTEGER: a larger id cannot name a job
 
 Op = pb.Op
-State = pb.JobState
-
-
-class Status(enum.IntEnum):
-    """internal_status values. 0 means the command ran; negative ones say why it did not."""
-
-    RAN = 0
-    REFUSED = -1  # bad request, bad credential, not authorized, rejected by the hook
-    EXEC_FAILED = -2  # the command could not be started
-    INTERRUPTED = -3  # the server stopped while the job ran
-    CANCELLED = -4
-    NOT_FOUND = -5  # no such job
-    SERVER_ERROR = -6  # e.g. munged unreachable on the server
-    HOST_LOST = -7  # its build host went down while it ran, and again after a requeue
-    DEPENDENCY_FAILED = -8  # a job in its `after` did not end DONE with exit status 0
+# The one place protobuf's JobState meets job.JobState: UNKNOWN (0) is no state of a job.
+_WIRE_STATE = {state: pb.JobState.Value(state.name) for state in JobState}
+_STATE = {number: state for state, number in _WIRE_STATE.items()}
+_JOB_OPTIONAL = ("started", "finished", "internal_status", "exit_status", "error", "position",
+                 "log_path", "dedupe_key", "host")
 
 
 def valid_label(name: str) -> bool:
@@ -179,18 +170,57 @@ def build_request(op: int = Op.SUBMIT, argv: list[str] | tuple[str, ...] = (),
     return msg.SerializeToString()
 
 
-def build_reply(status: int, exit_status: int = 0, *, legacy: bool = False, **fields) -> bytes:
+def build_reply(status: int, exit_status: int = 0, *, legacy: bool = False,
+                state: JobState | None = None, jobs: Iterable[JobInfo] = (),
+                hosts: Iterable[HostInfo] = (), **fields) -> bytes:
     msg = pb.cq_rep(internal_status=int(status), exit_status=exit_status)
     if not legacy:
         msg.protocol = PROTOCOL_VERSION
+        if state is not None:
+            msg.state = _WIRE_STATE[state]
+        msg.jobs.extend(map(job_message, jobs))
+        msg.hosts.extend(map(host_message, hosts))
         for name, value in fields.items():
-            if value is None:
-                continue
-            if name in ("jobs", "hosts"):
-                getattr(msg, name).extend(value)
-            else:
+            if value is not None:
                 setattr(msg, name, value)
     return msg.SerializeToString()
+
+
+def job_message(job: JobInfo) -> pb.job_info:
+    return _message(pb.job_info, job, state=_WIRE_STATE[job.state])
+
+
+def host_message(host: HostInfo) -> pb.host_info:
+    return _message(pb.host_info, host, up=None, state=pb.HOST_UP if host.up else pb.HOST_DOWN)
+
+
+def _message(kind, record: NamedTuple, **wire_fields):
+    """A job_info or host_info of a record; None fields are left unset, as are those that
+    `wire_fields` sets to None (they have no field on the wire)."""
+    fields = {**record._asdict(), **wire_fields}
+    return kind(**{name: value for name, value in fields.items() if value is not None})
+
+
+def job_state(number: int) -> JobState:
+    """A job state off the wire."""
+    if number not in _STATE:
+        raise BadReply(f"unknown job state {number}")
+    return _STATE[number]
+
+
+def job_record(msg: pb.job_info) -> JobInfo:
+    return JobInfo(id=msg.id, state=job_state(msg.state), args=tuple(msg.args),
+                   requester_uid=msg.requester_uid, requester_gid=msg.requester_gid,
+                   submitted=msg.submitted, waiters=msg.waiters, run_as=msg.run_as,
+                   labels=tuple(msg.labels), attempts=msg.attempts, after=tuple(msg.after),
+                   **{name: getattr(msg, name) if msg.HasField(name) else None
+                      for name in _JOB_OPTIONAL})
+
+
+def host_record(msg: pb.host_info) -> HostInfo:
+    return HostInfo(msg.name, msg.url, tuple(msg.labels), msg.state == pb.HOST_UP, msg.since,
+                    msg.error if msg.HasField("error") else None,
+                    msg.job_id if msg.HasField("job_id") else None)
 
 
 class BadReply(ValueError):

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cq.auth import Munge
-from ..cq.client import Client
-from ..cq.wire import State
+from ..cq.client import Client, JobState
 from .processes import wait_listening
 
 
@@ -42,7 +40,7 @@ class CqServer:
         return self.folder / "server.log"
 
     def client(self, timeout: float = 10.0, munge_socket: str | None = None) -> Client:
-        return Client("127.0.0.1", self.port, Munge(munge_socket or self.munge_socket), timeout)
+        return Client("127.0.0.1", self.port, munge_socket or self.munge_socket, timeout)
 
     def argv(self) -> list[str]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +82,7 @@ class CqServer:
 def wait_running(client: Client, job_id: int, timeout: float = 30.0) -> None:
     """Until the server runs `job_id`."""
     deadline = time.monotonic() + timeout
-    while client.status(job_id).state != State.RUNNING:
+    while client.status(job_id).state != JobState.RUNNING:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} did not start within {timeout:g}s")
         time.sleep(0.01)

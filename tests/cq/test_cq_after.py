@@ -13,15 +13,13 @@ import pytest
 
 from cq_portage.cq import cq_pb2 as pb
 from cq_portage.cq.client import Refused
-from cq_portage.cq.wire import BadRequest, Limits, Op, State, Status, build_request, \
-    parse_request
+from cq_portage.cq.job import JobState, Status
+from cq_portage.cq.wire import BadRequest, Limits, Op, build_request, parse_request
 from cq_portage.sandbox.server import hold_queue, wait_running
 
 from helpers import cq_client, original_client_request, raw_exchange
 from test_cq_hosts import FAST_SSH, ssh_host, sshds, wait_for  # noqa: F401 (a fixture)
 from test_cq_security import NOBODY, credential, nobody_credential, public_munged  # noqa: F401
-
-FAILED = pb.JobState.Value("FAILED")
 
 
 def appender(trace, word: str, seconds: float = 0) -> list[str]:
@@ -67,12 +65,12 @@ def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_bac
         wait_running(client, lib)
         app = client.submit(appender(trace, "app"), after=[lib]).job_id
         other = client.submit(appender(trace, "other")).job_id  # needs nothing
-        wait_for(lambda: client.status(other).state == pb.JobState.Value("DONE"), timeout=60,
+        wait_for(lambda: client.status(other).state == JobState.DONE, timeout=60,
                  what="the job needing nothing ran on the free host")  # lib holds the other
         assert client.wait(other).ok
         waiting = client.status(app)
-        assert waiting.state == State.QUEUED and list(waiting.after) == [lib]
-        assert not waiting.HasField("position")  # it has no place while it waits
+        assert waiting.state == JobState.QUEUED and list(waiting.after) == [lib]
+        assert waiting.position is None  # it has no place while it waits
         listing = cq_client(server, "--list").stdout
         assert f"queued (after {lib})" in listing
         assert f"after:     {lib}" in cq_client(server, "--status", str(app)).stdout
@@ -113,7 +111,7 @@ def test_two_requesters_share_a_merged_build_and_the_next_waits_for_it(
         (open_dir / "go").touch()
         wait_running(client, lib)
         time.sleep(0.5)
-        assert client.status(app).state == State.QUEUED  # though a host is free
+        assert client.status(app).state == JobState.QUEUED  # though a host is free
         assert client.wait(app).ok
         first, second = client.status(lib), client.status(app)
         assert first.requester_uid == NOBODY and second.requester_uid == 0
@@ -148,7 +146,7 @@ def test_a_failed_job_fails_its_dependants_unrun_and_every_waiter_is_told(server
         # Submitted after its dependency failed: accepted, and failed as soon as asked.
         late = client.submit(["touch", str(tmp_path / "late")], after=[bad])
         assert not late.merged
-        assert client.status(late.job_id).state == FAILED
+        assert client.status(late.job_id).state == JobState.FAILED
         assert client.wait(late.job_id).error == f"job {bad} it needed ended: exit status 3"
     for name in ("child", "grandchild", "cli", "late"):
         assert not (tmp_path / name).exists(), f"{name} ran"
@@ -292,7 +290,7 @@ def test_a_dependency_requeued_after_its_host_went_down_is_still_waited_for(make
         first_host = client.status(lib).host
         {"one": one, "two": two}[first_host].stop()
         wait_for(lambda: client.status(lib).attempts == 2, what="lib requeued and restarted")
-        assert client.status(app).state == State.QUEUED  # the other host is busy with lib
+        assert client.status(app).state == JobState.QUEUED  # the other host is busy with lib
         go.touch()
         assert client.wait(app).ok
         lib_info, app_info = client.status(lib), client.status(app)

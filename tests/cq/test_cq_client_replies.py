@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from cq_portage.cq.wire import State, Status, build_reply
-from cq_portage.cq import cq_pb2 as pb
+from cq_portage.cq.job import JobInfo, JobState, Status
+from cq_portage.cq.wire import build_reply
 from cq_portage.sandbox.server import free_port
 
 from helpers import BIN
@@ -48,26 +48,26 @@ class FakeServer:
         self.ctx.term()
 
 
-def job(**fields) -> pb.job_info:
-    return pb.job_info(**{"id": 7, "state": State.DONE, "args": ["true"], **fields})
+def job(**fields) -> JobInfo:
+    return JobInfo(**{"id": 7, "state": JobState.DONE, "args": ("true",), **fields})
 
 
-GOOD_DONE = build_reply(Status.RAN, 0, job_id=7, state=State.DONE, jobs=[job()])
+GOOD_DONE = build_reply(Status.RAN, 0, job_id=7, state=JobState.DONE, jobs=[job()])
 BAD_REPLIES = {
     "garbage": b"\xff\xfe this is not protobuf \x00\x01",
     "empty": b"",
     "truncated": GOOD_DONE[:-2],  # inside its job (a cut between fields parses fine)
     "no job id or state": build_reply(Status.RAN, 0),
     "no state": build_reply(Status.RAN, 0, job_id=7),
-    "no jobs": build_reply(Status.RAN, 0, job_id=7, state=State.DONE),
-    "another job": build_reply(Status.RAN, 0, job_id=8, state=State.DONE, jobs=[job(id=8)]),
-    "exit status above 255": build_reply(Status.RAN, 300, job_id=7, state=State.DONE,
+    "no jobs": build_reply(Status.RAN, 0, job_id=7, state=JobState.DONE),
+    "another job": build_reply(Status.RAN, 0, job_id=8, state=JobState.DONE, jobs=[job(id=8)]),
+    "exit status above 255": build_reply(Status.RAN, 300, job_id=7, state=JobState.DONE,
                                          jobs=[job(exit_status=300)]),
     "exit 256 from the original server": build_reply(Status.RAN, 256, legacy=True),
-    "failed yet internal status 0": build_reply(Status.RAN, 0, job_id=7, state=State.FAILED,
-                                                jobs=[job(state=State.FAILED)]),
+    "failed yet internal status 0": build_reply(Status.RAN, 0, job_id=7, state=JobState.FAILED,
+                                                jobs=[job(state=JobState.FAILED)]),
     "done yet internal status -2": build_reply(Status.EXEC_FAILED, 0, job_id=7,
-                                               state=State.DONE, jobs=[job()]),
+                                               state=JobState.DONE, jobs=[job()]),
 }
 COMMANDS = {"submit": ["--", "true"], "detach": ["--detach", "--", "true"],
             "wait": ["--wait", "7"], "status": ["--status", "7"], "cancel": ["--cancel", "7"],
@@ -124,7 +124,7 @@ def test_a_good_reply_still_gives_the_jobs_status():
     server = FakeServer(GOOD_DONE)
     try:
         assert run_client(server.port, "--wait", "7").returncode == 0
-        three = build_reply(Status.RAN, 3, job_id=7, state=State.DONE, jobs=[job()])
+        three = build_reply(Status.RAN, 3, job_id=7, state=JobState.DONE, jobs=[job()])
         server.reply = three
         assert run_client(server.port, "--wait", "7").returncode == 3
     finally:

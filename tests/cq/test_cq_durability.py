@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cq_portage.cq.client import Refused
-from cq_portage.cq.wire import Status
+from cq_portage.cq.job import JobState, Status
 from cq_portage.sandbox.processes import running as alive
 from cq_portage.sandbox.server import wait_running
 
@@ -41,7 +41,7 @@ def test_kill_9_while_running_then_restart(server, tmp_path):
         assert "not re-run" in interrupted.error
         for job_id in queued:
             assert client.wait(job_id).ok
-        assert client.status(done).exit_status == 0 and client.status(done).state == 3  # DONE
+        assert client.status(done).exit_status == 0 and client.status(done).state == JobState.DONE
     assert trace.read_text().split() == ["done", "long-started", "0", "1", "2", "3"]
     assert not alive(orphan), "the interrupted job's process was left running"
 

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from cq_portage.cq.client import Refused
-from cq_portage.cq.wire import Op, Status, build_request
+from cq_portage.cq.job import JobState, Status
+from cq_portage.cq.wire import Op, build_request, job_state
 
 BEYOND_SQLITE = 1 << 63  # one past the largest job id SQLite can hold
 
@@ -51,7 +52,7 @@ def test_an_exception_while_answering_is_one_reply_and_one_log_record(server):
             assert refused.value.status == Status.SERVER_ERROR
             assert "internal error in cq-server (JSONDecodeError" in str(refused.value)
             assert "\n" not in str(refused.value)
-            assert client.status(good).args == ["echo", "good"]
+            assert client.status(good).args == ("echo", "good")
         assert time.monotonic() - started < 5  # answered at once, not after a timeout
         assert client.run(["true"]).ok  # jobs still run
     log = server.log.read_text()
@@ -198,7 +199,6 @@ def wait_poll(client, job_id: int):
 
 
 def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server, tmp_path):
-    from cq_portage.cq.wire import State
     from cq_portage.sandbox.server import wait_running
 
     from helpers import cq_client
@@ -217,9 +217,9 @@ def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server
 
         # Full: reads answer at once, submissions are refused with one line.
         started = time.monotonic()
-        assert client.status(job).state == State.RUNNING
+        assert client.status(job).state == JobState.RUNNING
         assert [j.id for j in client.list()] == [job, queued]
-        assert wait_poll(client, job).state == State.RUNNING
+        assert job_state(wait_poll(client, job).state) == JobState.RUNNING
         with pytest.raises(Refused, match="no space left in STATE_DIR") as refused:
             client.submit(["true"])
         assert "\n" not in str(refused.value)

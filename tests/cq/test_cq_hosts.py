@@ -14,8 +14,7 @@ import pytest
 
 from cq_portage.cq.client import Refused
 from cq_portage.cq.config import ConfigError, load_config
-from cq_portage.cq.cq_pb2 import HOST_DOWN, HOST_UP
-from cq_portage.cq.wire import State, Status
+from cq_portage.cq.job import JobState, Status
 from cq_portage.sandbox.server import wait_running
 from cq_portage.sandbox.sshd import Sshd
 
@@ -72,7 +71,7 @@ def test_jobs_run_on_several_hosts_at_once_and_list_shows_the_hosts(make_server,
         assert ran_on == {"here", "far"}
         listed = hosts(client)
         assert {listed["here"].job_id, listed["far"].job_id} == {first, second}
-        assert listed["far"].url == remote.url and listed["far"].state == HOST_UP
+        assert listed["far"].url == remote.url and listed["far"].up
         for job_id in (first, second):
             assert client.wait(job_id).ok
             assert client.log(job_id)[0] == f"on {job_id}\n".encode()
@@ -114,7 +113,7 @@ def test_a_requesters_jobs_start_in_the_order_they_came(make_server, sshds):
         waits_for_here = client.submit(["true"], labels=["x"]).job_id
         later = client.submit(["true"]).job_id  # "far" is free, but an earlier job waits
         time.sleep(1)
-        assert client.status(later).state == State.QUEUED
+        assert client.status(later).state == JobState.QUEUED
         assert client.wait(later).ok
         first, second = client.status(waits_for_here), client.status(later)
         assert first.started <= second.started and first.host == "here"
@@ -126,7 +125,7 @@ def test_remote_output_streams_into_the_job_log(make_server, sshds):
     with server.client() as client:
         job_id = client.submit(["sh", "-c", "echo first; sleep 3; echo second >&2"]).job_id
         data = wait_for(lambda: client.log(job_id)[0], what="the first line")
-        assert data == b"first\n" and client.status(job_id).state == State.RUNNING
+        assert data == b"first\n" and client.status(job_id).state == JobState.RUNNING
         assert client.wait(job_id).ok
         assert client.log(job_id)[0] == b"first\nsecond\n"
     follow = cq_client(server, "--log", str(job_id), "-f")
@@ -143,28 +142,28 @@ def test_a_host_that_goes_down_gets_its_job_requeued_once_then_failed(make_serve
         wait_for(lambda: client.log(job_id)[0], what="the job started on its host")
         first_host = client.status(job_id).host
         by_name[first_host].stop()  # the host goes down, and its sessions with it
-        second = wait_for(lambda: (s := client.status(job_id)).state == State.RUNNING
+        second = wait_for(lambda: (s := client.status(job_id)).state == JobState.RUNNING
                           and s.host != first_host and s, what="the requeued job running")
         assert second.attempts == 2
-        assert hosts(client)[first_host].state == HOST_DOWN
+        assert not hosts(client)[first_host].up
         wait_for(lambda: client.log(job_id)[0].count(b"started on") == 2, what="restarted")
         by_name[second.host].stop()
         outcome = client.wait(job_id)
         assert outcome.state == "failed" and outcome.internal_status == Status.HOST_LOST
         assert "went down while it ran, 2 times" in outcome.error
         listed = hosts(client)
-        assert all(h.state == HOST_DOWN and h.error for h in listed.values())
+        assert all(not h.up and h.error for h in listed.values())
         log = client.log(job_id)[0].decode()
         assert log.count(f"started on {job_id}") == 2
         assert f"build host {first_host} went down" in log
         # Nothing is lost meanwhile: a job queued while every host is down waits for one.
         waiting = client.submit(["sh", "-c", "echo back"]).job_id
         time.sleep(1)
-        assert client.status(waiting).state == State.QUEUED
+        assert client.status(waiting).state == JobState.QUEUED
         one.start()  # the same host key and port: it came back
         assert client.wait(waiting).ok
         assert client.status(waiting).host == "one" and client.log(waiting)[0] == b"back\n"
-        assert hosts(client)["one"].state == HOST_UP
+        assert hosts(client)["one"].up
     assert "build host one is up again" in server.log.read_text()
 
 
@@ -186,7 +185,7 @@ def test_a_frozen_host_is_found_out_and_its_job_runs_elsewhere(make_server, sshd
                             timeout=30, what="the job moved to here")
         assert requeued.attempts == 2
         far = hosts(client)["far"]
-        assert far.state == HOST_DOWN and "answer" in far.error
+        assert not far.up and "answer" in far.error
         client.cancel(job_id)  # no need to sleep 30 s here as well
         outcome = client.wait(job_id)
         assert outcome.state == "cancelled"
@@ -202,7 +201,7 @@ def test_an_unknown_host_key_is_a_clear_error_and_the_host_stays_down(make_serve
         "here": None, "spoofed": {**ssh_host(spoofed), "known_hosts": str(wrong)}},
         "ssh": FAST_SSH})
     with server.client() as client:
-        down = wait_for(lambda: (h := hosts(client)["spoofed"]).state == HOST_DOWN and h,
+        down = wait_for(lambda: not (h := hosts(client)["spoofed"]).up and h,
                         what="spoofed marked down")
         assert "host key of 127.0.0.1:" in down.error and str(wrong) in down.error
         for _ in range(3):  # every job runs on the host that is there
@@ -217,7 +216,7 @@ def test_a_key_the_host_refuses_is_a_clear_error_and_the_host_stays_down(make_se
         "here": None, "refusing": {**ssh_host(host), "key": str(other.client_key)}},
         "ssh": FAST_SSH})
     with server.client() as client:
-        down = wait_for(lambda: (h := hosts(client)["refusing"]).state == HOST_DOWN and h,
+        down = wait_for(lambda: not (h := hosts(client)["refusing"]).up and h,
                         what="refusing marked down")
         assert f"refused the key {other.client_key}" in down.error
         assert "authorized_keys" in down.error

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cq_portage.cq.client import Refused
-from cq_portage.cq.wire import Status
+from cq_portage.cq.job import Status
 from cq_portage.sandbox.server import wait_running
 
 from helpers import cq_client

@@ -7,9 +7,9 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cq_portage.cq.job import Job, JobState, Result
+from cq_portage.cq.job import JobState, Result, Status
+from cq_portage.cq.serverjob import Job
 from cq_portage.cq.store import Settled, Store, Submission
-from cq_portage.cq.wire import Status
 
 LABELS = ("amd64", "arm64", "big")
 HOSTS = {"a": frozenset({"amd64"}), "b": frozenset({"arm64", "big"}), "c": frozenset()}

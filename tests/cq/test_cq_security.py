@@ -12,7 +12,8 @@ from pathlib import Path
 import pymunge
 import pytest
 
-from cq_portage.cq.wire import Op, Status, build_request
+from cq_portage.cq.job import Status
+from cq_portage.cq.wire import Op, build_request
 from cq_portage.sandbox.munge import Munged
 
 from helpers import raw_exchange
