@@ -42,7 +42,8 @@ from ..yamlfile import ConfigError  # noqa: E402
 from . import logsetup, sdnotify, statedir  # noqa: E402
 from .auth import AuthError, Munge  # noqa: E402
 from .config import DEFAULT_STATE_DIR, ServerConfig, load_config  # noqa: E402
-from .remote import HostDown, RemoteExecutor  # noqa: E402
+from .execution import HostDown  # noqa: E402
+from .remote import RemoteExecutor  # noqa: E402
 from .server import Server  # noqa: E402
 from .statedir import DamagedStore  # noqa: E402
 from .wire import DEFAULT_HOST, DEFAULT_PORT  # noqa: E402

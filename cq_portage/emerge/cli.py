@@ -9,13 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cq_portage.emerge.common import EXIT_USAGE, Output
+from cq_portage.emerge.pretend import run_pretend
+from cq_portage.emerge.profile_yaml import CONFIG_ENV, DEFAULT_CONFIG, config_path, load_config
+from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.ssh import quiet_paramiko
-from cq_portage.emerge.profiles import (CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError,
-                                        GroupProfile, config_path, load_config)
-from cq_portage.emerge.pretend import Output, run_pretend
-
-EXIT_USAGE = 2
-log = logging.getLogger("cq-emerge")
+from cq_portage.yamlfile import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,9 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_fleet(config, groups, output, pretend=args.pretend, ask=args.ask)
     if args.pretend:
         return run_pretend(groups, output, unreachable=config.binhost.unreachable)
-    from cq_portage.emerge.submit import run_update
+    from cq_portage.emerge.local import run_local
 
-    return run_update(config, groups, output, ask=args.ask, detach=args.detach)
+    return run_local(config, groups, output, ask=args.ask, detach=args.detach)
 
 
 def fleet_mode(config: Config, groups: list[GroupProfile], args: argparse.Namespace

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cq_portage.cq.auth import AuthError, Munge
 from cq_portage.cq.client import Client, ClientError, Outcome
+from cq_portage.emerge.common import (EXIT_FAILURE, EXIT_NO, EXIT_OK, EXIT_USAGE, Output,
+                                      confirm, make_client)
 from cq_portage.emerge.fleet_report import (print_plans, print_pretend_json, report,
                                             say_nothing_to_merge)
 from cq_portage.emerge.jobs import BuildJob, build_jobs
@@ -33,46 +32,13 @@ from cq_portage.emerge.logs import prune_logs
 from cq_portage.emerge.pending import STATE_DIR, Busy, Pending, state_name
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import profile_to_json
-from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.emerge.progress import Progress
-from cq_portage.emerge.remote import RemoteError, RemoteHost
-from cq_portage.emerge.update import Summary, Update, wait_all
+from cq_portage.emerge.remote import HostRun, RemoteError, RemoteHost
+from cq_portage.emerge.update import Update, wait_all
 
 log = logging.getLogger(__name__)
-EXIT_USAGE, EXIT_NO = 2, 130
 _MAX_THREADS = 32  # plans fetched at once
-
-
-@dataclass
-class HostRun:
-    """One host through the run: its plan, or why there is none; its update."""
-
-    remote: RemoteHost
-    plan: Plan | None = None
-    error: str | None = None  # unreachable, plan failed, ...: one line
-    report: str = ""  # Portage's explanation of a failed plan
-    update: Update | None = None
-    # (job id, Outcome) of each build it needs as it ends; None when all have
-    events: queue.Queue = field(default_factory=queue.Queue)
-
-    @property
-    def label(self) -> str:
-        return self.remote.label
-
-    @property
-    def group(self) -> str:
-        return self.remote.group
-
-    @property
-    def summary(self) -> Summary | None:
-        return self.update.summary if self.update else None
-
-    @property
-    def ok(self) -> bool:
-        if self.error is not None or self.plan is None:
-            return False
-        return self.update is None or self.update.summary.ok
 
 
 class Labelled:
@@ -88,11 +54,9 @@ class Labelled:
 
 def ssh_files_problem(config: Config) -> str | None:
     """The SSH key and known_hosts must be readable before any host is tried."""
-    for what, path in (("key_file", config.ssh.key_file),
-                       ("known_hosts", config.ssh.known_hosts)):
-        if not os.access(path, os.R_OK):
-            return (f"{config.path}: ssh.{what} {path} cannot be read (fleet mode reaches "
-                    f"the group's hosts with it; set ssh: {{{what}: FILE}})")
+    for what, path in config.ssh.unreadable():
+        return (f"{config.path}: ssh.{what} {path} cannot be read (fleet mode reaches "
+                f"the group's hosts with it; set ssh: {{{what}: FILE}})")
     return None
 
 
@@ -174,7 +138,9 @@ def _run(config: Config, groups: list[GroupProfile], output: Output, runs: list[
         return EXIT_OK if all(run.ok for run in runs) else EXIT_FAILURE
     if not output.quiet and not output.json:
         print_plans(runs, jobs, hosts_of, output, stdout)
-    if ask and not _confirm(jobs, planned, output.colour):
+    hosts = sum(1 for run in planned if run.plan.entries)
+    if ask and not confirm(len(jobs), sum(len(run.plan.entries) for run in planned),
+                           output.colour, f" on {hosts} host{'s' * (hosts != 1)}"):
         stdout.write("\nQuitting.\n\n")
         return EXIT_NO
     return _update(config, groups, runs, planned, jobs, hosts_of, output, stdout, stderr)
@@ -185,10 +151,8 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
             output: Output, stdout: TextIO, stderr: TextIO) -> int:
     state_dir = Path(os.environ.get("PORTAGE_OVERRIDE_EPREFIX") or "/") / STATE_DIR
     prune_logs(state_dir / "logs", config.keep_logs_days)
-    server = config.server
-    client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
-    progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
-                        output.colour)
+    client = make_client(config.server)
+    progress = output.progress(stdout)
     lock = threading.Lock()
     lock_name = state_name("fleet", groups)
     builder: Update | None = None
@@ -206,7 +170,7 @@ def _update(config: Config, groups: list[GroupProfile], runs: list[HostRun],
                 run.update.built = builder.built  # what each build made, read by the builder
                 run.update.adopt(builder.ids)
             fatal = _wait_and_install(client, builder, planned)
-    except (Busy, ClientError, AuthError, RuntimeError) as e:
+    except (Busy, ClientError, RuntimeError) as e:
         stderr.write(f"cq-emerge: {e}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:  # before any install started: nothing to let finish
@@ -240,7 +204,7 @@ def _wait_and_install(client: Client, builder: Update, planned: list[HostRun]) -
                     run.events.put((job_id, outcome))
 
         wait_all(client, builder.ids.values(), ended, builder.refresh)
-    except (ClientError, AuthError) as e:
+    except ClientError as e:
         fatal = f"stopped waiting for the builds: {e}"
     except KeyboardInterrupt:
         # Installs under way finish (cutting an emerge short could leave a host half
@@ -273,26 +237,6 @@ def _host_worker(run: HostRun) -> None:
         while run.events.get() is not None:
             pass
     update.finish()
-
-
-def _confirm(jobs: list[BuildJob], planned: list[HostRun], colour: bool) -> bool:
-    import portage.output
-    from _emerge.UserQuery import UserQuery
-
-    if not colour:
-        portage.output.nocolor()
-
-    installs = sum(len(run.plan.entries) for run in planned)
-    hosts = sum(1 for run in planned if run.plan.entries)
-    what = [f"submit {len(jobs)} build{'s' * (len(jobs) != 1)}"] if jobs else []
-    if installs:
-        what.append(f"install {installs} package{'s' * (installs != 1)} on {hosts} "
-                    f"host{'s' * (hosts != 1)}")
-    try:
-        return UserQuery({"--ask": True}).query(
-            f"Would you like to {' and '.join(what)}?", False) == "Yes"
-    except (EOFError, KeyboardInterrupt):
-        return False
 
 
 def _safe(label: str) -> str:

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import BuildJob
 from cq_portage.emerge.plan_json import plan_to_json
-from cq_portage.emerge.pretend import Output
+from cq_portage.emerge.common import Output
+from cq_portage.emerge.remote import HostRun
 from cq_portage.emerge.update import Summary
 
-if TYPE_CHECKING:
-    from cq_portage.emerge.fleet import HostRun
 
-
-def print_plans(runs: list["HostRun"], jobs: list[BuildJob],
+def print_plans(runs: list[HostRun], jobs: list[BuildJob],
                 hosts_of: Mapping[str, list[str]], output: Output, stdout: TextIO) -> None:
     palette = Palette(output.colour)
     for run in runs:
@@ -30,7 +28,7 @@ def print_plans(runs: list["HostRun"], jobs: list[BuildJob],
     stdout.write(jobs_text(jobs, palette, output.verbose, output.quiet, hosts_of) + "\n")
 
 
-def print_pretend_json(runs: list["HostRun"], jobs: list[BuildJob],
+def print_pretend_json(runs: list[HostRun], jobs: list[BuildJob],
                        hosts_of: Mapping[str, list[str]], stdout: TextIO) -> None:
     document = {
         "hosts": [{"host": run.label, "url": str(run.remote.target), "group": run.group,
@@ -43,7 +41,7 @@ def print_pretend_json(runs: list["HostRun"], jobs: list[BuildJob],
     stdout.write("\n")
 
 
-def say_nothing_to_merge(runs: list["HostRun"], output: Output, stdout: TextIO) -> None:
+def say_nothing_to_merge(runs: list[HostRun], output: Output, stdout: TextIO) -> None:
     if output.quiet or output.json:
         return
     for run in runs:
@@ -52,25 +50,18 @@ def say_nothing_to_merge(runs: list["HostRun"], output: Output, stdout: TextIO) 
                          "up to date.\n")
 
 
-def _counts(summary: Summary) -> str:
-    counts: dict[str, int] = {}
-    for item in summary.items:
-        counts[item.state] = counts.get(item.state, 0) + 1
-    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
-
-
-def _host_line(run: "HostRun") -> str:
+def _host_line(run: HostRun) -> str:
     if run.plan is None:
         return f"not updated: {run.error}"
     if not run.plan.entries:
         return "already up to date"
-    what = _counts(run.summary) if run.summary else "not started"
+    what = run.summary.counts() if run.summary else "not started"
     if run.error:
         what += f"; {run.error}"
     return f"{what} ({'updated' if run.ok else 'NOT updated'})"
 
 
-def report(runs: list["HostRun"], builds: Summary | None,
+def report(runs: list[HostRun], builds: Summary | None,
            hosts_of: Mapping[str, list[str]] | None, output: Output, stdout: TextIO,
            stderr: TextIO) -> None:
     """The per-host summary; failures also go to stderr, one line each."""
@@ -78,7 +69,7 @@ def report(runs: list["HostRun"], builds: Summary | None,
         _report_json(runs, builds, hosts_of or {}, stdout)
     elif not output.quiet:
         if builds is not None:
-            stdout.write(f">>> builds: {_counts(builds)} ({builds.submitted} build job(s) "
+            stdout.write(f">>> builds: {builds.counts()} ({builds.submitted} build job(s) "
                          f"submitted, {builds.reused} reused)\n")
         for run in runs:
             stdout.write(f">>> host {run.label} (group {run.group}): {_host_line(run)}\n")
@@ -88,13 +79,13 @@ def report(runs: list["HostRun"], builds: Summary | None,
         if run.summary is None:
             continue
         for item in run.summary.items:
-            if item.state in ("failed", "skipped"):
+            if item.went_wrong:
                 stderr.write(f"!!! {run.label}: {item.cpv}: {item.state} {item.detail}\n")
         if run.plan is not None and run.error:
             stderr.write(f"!!! host {run.label}: {run.error}\n")
 
 
-def _report_json(runs: list["HostRun"], builds: Summary | None,
+def _report_json(runs: list[HostRun], builds: Summary | None,
                  hosts_of: Mapping[str, list[str]], stdout: TextIO) -> None:
     hosts = []
     for run in runs:
@@ -103,8 +94,7 @@ def _report_json(runs: list["HostRun"], builds: Summary | None,
             "host": run.label, "url": str(run.remote.target), "group": run.group,
             "ok": run.ok, "error": run.error,
             "install_logs": summary.install_logs if summary else [],
-            "packages": [{"cpv": i.cpv, "state": i.state, "job_id": i.job_id,
-                          "detail": i.detail} for i in summary.items] if summary else []})
+            "packages": [i.to_json() for i in summary.items] if summary else []})
     document = {
         "ok": all(run.ok for run in runs) and (builds is None or builds.ok),
         "builds": {"submitted": builds.submitted if builds else 0,

@@ -24,13 +24,6 @@ from cq_portage.emerge.plan import Plan, PlanEntry
 INSTALL_COMMAND = ("emerge", "--usepkgonly", "--oneshot", "--binpkg-respect-use=y")
 
 
-def install_atom(entry: PlanEntry) -> str:
-    """The instance the plan took, or its build made, by build id when it has one."""
-    if entry.binary_build_id:
-        return f"={entry.cpv}-{entry.binary_build_id}::{entry.repo}"
-    return entry.atom
-
-
 def install_batches(plan: Plan, entries: Iterable[PlanEntry] | None = None
                     ) -> list[tuple[dict[str, str], list[PlanEntry]]]:
     """Consecutive entries that share their variables, in merge order."""
@@ -61,7 +54,7 @@ def install_script(plan: Plan, entries: Iterable[PlanEntry] | None = None,
     for env, batch in batches:
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
         command = shlex.join([*emerge, *nodeps])
-        atoms = (shlex.quote(install_atom(e)) for e in batch)
+        atoms = (shlex.quote(e.instance_atom) for e in batch)
         prefix = f"env {assignments} " if assignments else ""
         if refresh:
             lines.append(refresh)

@@ -16,6 +16,7 @@ root. The dedupe key spells exactly that out, sorted, so it is stable across hos
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import shlex
 from collections.abc import Iterable, Mapping
@@ -130,13 +131,18 @@ def dedupe_key(entry: PlanEntry, env: Mapping[str, str], command: Iterable[str],
     other = sorted((k, v) for k, v in env.items()
                    if k != PACKAGE_USE_VAR and not _use_expanded(k, use_expand))
     labels = sorted(labels)
-    return " ".join([f"{entry.cpv}::{entry.repo}",
+    return " ".join([entry.qualified_cpv,
                      "USE=" + ",".join(sorted(entry.use)),
                      *(["AGAINST=" + ",".join(entry.built_against)]
                        if entry.built_against else []),
                      *(f"{k}={shlex.quote(v)}" for k, v in other),
                      "CMD=" + shlex.join(command),
                      *(["LABELS=" + ",".join(labels)] if labels else [])])
+
+
+def wire_key(key: str) -> str:
+    """The dedupe key as sent to the server: readable, and short whatever the variables."""
+    return f"{key.split(' ', 1)[0]} {hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def entry_key(plan: Plan, entry: PlanEntry, env: Mapping[str, str] | None = None) -> str:

@@ -80,8 +80,19 @@ class PlanEntry:
     merge_with: tuple[str, ...] = ()
 
     @property
+    def qualified_cpv(self) -> str:
+        return f"{self.cpv}::{self.repo}"
+
+    @property
     def atom(self) -> str:
-        return f"={self.cpv}::{self.repo}"
+        return f"={self.qualified_cpv}"
+
+    @property
+    def instance_atom(self) -> str:
+        """The instance the plan took, or its build made, by build id when it has one."""
+        if self.binary_build_id:
+            return f"={self.cpv}-{self.binary_build_id}::{self.repo}"
+        return self.atom
 
 
 @dataclass(frozen=True)

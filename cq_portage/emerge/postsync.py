@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cq_portage.emerge.background import clean_environment, start_update
+from cq_portage.emerge.common import EXIT_OK
 from cq_portage.emerge.profiles import Config
 
 NIGHTLY_ENV = "CQ_PORTAGE_NIGHTLY"  # set by the nightly job, which runs cq-emerge itself
@@ -29,15 +30,15 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
     repo = repo_args[0] if repo_args else None
     if os.environ.get(NIGHTLY_ENV):
         stdout.write("cq-emerge: postsync: the nightly job updates this host itself\n")
-        return 0
+        return EXIT_OK
     if setting is False:
         stdout.write(f"cq-emerge: postsync: off (host: {{postsync: false}} in {config.path})\n")
-        return 0
+        return EXIT_OK
     if not groups:
         stdout.write(f"cq-emerge: postsync: {no_host_groups(config)}\n")
-        return 0
+        return EXIT_OK
     if (repo is None) != (setting is True) or (repo is not None and repo not in setting):
-        return 0  # not the call this host acts on (see the module docstring)
+        return EXIT_OK  # not the call this host acts on (see the module docstring)
     root = Path(os.environ.get("EROOT") or os.environ.get("PORTAGE_OVERRIDE_EPREFIX", "/"))
     log_file = root / "var/log/cq-portage/postsync.log"  # appended to; logrotate trims it
     environ = clean_environment(os.environ)
@@ -46,7 +47,7 @@ def run_postsync(config: Config, repo_args: list[str], stdout: TextIO = sys.stdo
                  after_pid=_sync_pid(stdout))
     stdout.write(f"cq-emerge: postsync: updating {', '.join(groups)} in the background "
                  f"(log: {log_file})\n")
-    return 0
+    return EXIT_OK
 
 
 def _sync_pid(stdout: TextIO) -> int | None:
@@ -71,4 +72,4 @@ def print_host_groups(config: Config, stdout: TextIO = sys.stdout,
     stdout.write(" ".join(config.host.groups) + "\n")
     if not config.host.groups:
         stderr.write(f"cq-emerge: {no_host_groups(config)}\n")
-    return 0
+    return EXIT_OK

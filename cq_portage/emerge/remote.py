@@ -1,5 +1,6 @@
 """One host of a fleet, seen from the admin host over SSH: its plan (`cq-emerge --local
---pretend --json -g GROUP` run there) and running install scripts there.
+--pretend --json -g GROUP` run there), running install scripts there, and how its part of a
+fleet run went (HostRun).
 
 Everything goes through cq_portage.ssh.SshRunner (known_hosts checked, one connection reused). The
 runner merges the command's stderr into its output, so the plan document is found as the
@@ -12,14 +13,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cq_portage.ssh import SshError, SshRunner, SshTarget
+from cq_portage.sshconfig import SshSettings
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import PlanFormatError, plan_from_json
-from cq_portage.emerge.profiles import SshSettings
+from cq_portage.emerge.update import Summary, Update
 
 log = logging.getLogger(__name__)
 # Always local there: with a shared config the host would otherwise go fleet itself.
@@ -129,3 +132,34 @@ class RemoteHost:
 
     def close(self) -> None:
         self.runner.close()
+
+
+@dataclass
+class HostRun:
+    """One host through the run: its plan, or why there is none; its update."""
+
+    remote: RemoteHost
+    plan: Plan | None = None
+    error: str | None = None  # unreachable, plan failed, ...: one line
+    report: str = ""  # Portage's explanation of a failed plan
+    update: Update | None = None
+    # (job id, Outcome) of each build it needs as it ends; None when all have
+    events: queue.Queue = field(default_factory=queue.Queue)
+
+    @property
+    def label(self) -> str:
+        return self.remote.label
+
+    @property
+    def group(self) -> str:
+        return self.remote.group
+
+    @property
+    def summary(self) -> Summary | None:
+        return self.update.summary if self.update else None
+
+    @property
+    def ok(self) -> bool:
+        if self.error is not None or self.plan is None:
+            return False
+        return self.update is None or self.update.summary.ok

@@ -13,7 +13,6 @@ How a batch is installed is the `installer`'s business: here with `sh SCRIPT`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 import subprocess
@@ -24,23 +23,16 @@ from pathlib import Path
 from typing import Protocol
 
 from cq_portage.buildroot.roots import BUILT_PREFIX
-from cq_portage.cq.client import Client, ClientError, Outcome, Refused
-from cq_portage.cq.wire import State
+from cq_portage.cq.client import Client, ClientError, JobState, Outcome, Refused
 from cq_portage.emerge.install import install_script
 from cq_portage.emerge.install_log import install_failure
-from cq_portage.emerge.jobs import BuildJob, entry_key
+from cq_portage.emerge.jobs import BuildJob, entry_key, wire_key
 from cq_portage.emerge.pending import Pending
 from cq_portage.emerge.plan import BINARY, Plan, PlanEntry
 from cq_portage.emerge.progress import Progress
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2
-_PENDING = (State.QUEUED, State.RUNNING)
-
-
-def wire_key(key: str) -> str:
-    """The dedupe key as sent to the server: readable, and short whatever the variables."""
-    return f"{key.split(' ', 1)[0]} {hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def wait_all(client: Client, ids: Iterable[int], on_end: Callable[[int, Outcome], None],
@@ -56,7 +48,7 @@ def wait_all(client: Client, ids: Iterable[int], on_end: Callable[[int, Outcome]
     def poll(_rep) -> None:
         jobs = client.list()
         on_poll(jobs)
-        active = {j.id for j in jobs if j.state in _PENDING}
+        active = {j.id for j in jobs if not j.state.ended}
         for job_id in remaining:
             if job_id not in ended and job_id not in active and job_id != current:
                 ended.add(job_id)
@@ -124,6 +116,14 @@ class Item:
     def cpv(self) -> str:
         return self.entry.cpv if self.entry else self.cpv_ or self.name
 
+    @property
+    def went_wrong(self) -> bool:
+        return self.state in ("failed", "skipped")
+
+    def to_json(self) -> dict:
+        return {"cpv": self.cpv, "state": self.state, "job_id": self.job_id,
+                "detail": self.detail}
+
 
 def _build_names(jobs: list[BuildJob]) -> list[str]:
     """Progress names of builds: the cpv, with the USE when several instances of one
@@ -155,6 +155,13 @@ class Summary:
     def ok(self) -> bool:
         done = {"installed"} if self.group else {"built"}
         return all(i.state in done for i in self.items)
+
+    def counts(self) -> str:
+        """'2 built, 1 failed', or 'nothing to do'."""
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.state] = counts.get(item.state, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
 
 
 @dataclass
@@ -222,7 +229,7 @@ class Update:
             info = self.client.status(job_id)
         except Refused:  # unknown, or pruned by now: submit it again
             return False
-        return info.state in _PENDING or (info.state == State.DONE and info.exit_status == 0)
+        return not info.state.ended or (info.state == JobState.DONE and info.exit_status == 0)
 
     # -- waiting and installing ----------------------------------------------------------
 
@@ -247,15 +254,15 @@ class Update:
     def refresh(self, jobs: list | None = None) -> None:
         """Show the queue's state of the builds (`jobs`: the server's list, else asked)."""
         jobs = self.client.list() if jobs is None else jobs
-        active = {j.id: j for j in jobs if j.state in _PENDING}
+        active = {j.id: j for j in jobs if not j.state.ended}
         for item in self.items:
             info = active.get(item.job_id)
             if info is None or item.state not in ("queued", "building"):
                 continue
-            if info.state == State.RUNNING:
+            if info.state == JobState.RUNNING:
                 self._show(item, "building", f"(job {info.id})")
             else:
-                where = (f"position {info.position}" if info.HasField("position") else
+                where = (f"position {info.position}" if info.position is not None else
                          "after " + ", ".join(map(str, info.after)))  # waits for its deps
                 self._show(item, "queued", f"(job {info.id}, {where})")
 
@@ -336,7 +343,7 @@ class Update:
 
     def _skip_blocked(self) -> None:
         """Skip what needs a package that failed or was skipped, transitively."""
-        blocked = {i.cpv for i in self.items if i.state in ("failed", "skipped")}
+        blocked = {i.cpv for i in self.items if i.went_wrong}
         changed = True
         while changed:
             changed = False

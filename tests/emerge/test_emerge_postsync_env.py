@@ -16,7 +16,7 @@ import yaml
 
 from cq_portage.sandbox.prefix import Prefix
 from cq_portage.sandbox.repository import Ebuild
-from cq_portage.emerge.update import wire_key
+from cq_portage.emerge.jobs import wire_key
 from site_helpers import make_site
 
 TREE = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""cq-emerge without --pretend: plan, ask, submit to the cq server, wait, install, report."""
+"""cq-emerge on this host (or for several groups, building only): plan, ask, submit to the cq
+server, wait, install, report."""
 
 from __future__ import annotations
 
@@ -7,29 +8,27 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from cq_portage.cq.auth import AuthError, Munge
-from cq_portage.cq.client import Client, ClientError
+from cq_portage.cq.client import ClientError
 from cq_portage.emerge.background import start_update
+from cq_portage.emerge.common import (EXIT_FAILURE, EXIT_NO, EXIT_OK, Output, confirm,
+                                      make_client, make_plans)
 from cq_portage.emerge.display import Palette, jobs_text, plan_text
 from cq_portage.emerge.jobs import build_jobs
 from cq_portage.emerge.logs import prune_logs
 from cq_portage.emerge.pending import STATE_DIR, Busy, Pending, state_name
-from cq_portage.emerge.pretend import EXIT_FAILURE, EXIT_OK, Output, make_plans
 from cq_portage.emerge.profiles import Config, GroupProfile
-from cq_portage.emerge.progress import Progress
 from cq_portage.emerge.update import Summary, Update
 
-EXIT_NO = 130  # as emerge answers "No" to --ask
 
-
-def run_update(config: Config, groups: list[GroupProfile], output: Output, *, ask: bool = False,
-               detach: bool = False, stdout: TextIO = sys.stdout,
-               stderr: TextIO = sys.stderr) -> int:
+def run_local(config: Config, groups: list[GroupProfile], output: Output, *, ask: bool = False,
+              detach: bool = False, stdout: TextIO = sys.stdout,
+              stderr: TextIO = sys.stderr) -> int:
     planned = make_plans(groups, output, stderr, config.binhost.unreachable)
     if planned is None:
         return EXIT_FAILURE
     planner, plans, errors = planned
-    prune_logs(Path(planner.settings["EROOT"]) / STATE_DIR / "logs", config.keep_logs_days)
+    state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
+    prune_logs(state_dir / "logs", config.keep_logs_days)
     if errors:  # nothing half-done: fix the resolution first
         return EXIT_FAILURE
     jobs = build_jobs(plans)
@@ -50,15 +49,12 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
         if install is None:
             stdout.write(f">>> Several groups ({names}): building only; each group's hosts "
                          "install with their own cq-emerge run.\n")
-    if ask and not _confirm(len(jobs), len(install.entries) if install else 0):
+    if ask and not confirm(len(jobs), len(install.entries) if install else 0, output.colour):
         stdout.write("\nQuitting.\n\n")
         return EXIT_NO
-    state_dir = Path(planner.settings["EROOT"]) / STATE_DIR
-    server = config.server
-    client = Client(server.host, server.port, Munge(server.munge_socket), server.timeout)
+    client = make_client(config.server)
     lock_name = install.group.name if install else state_name("build", groups)
-    progress = Progress(stdout, "quiet" if output.quiet or output.json else "auto",
-                        output.colour)
+    progress = output.progress(stdout)
     try:
         with Pending.open(state_dir, lock_name) as pending:
             update = Update(client, jobs, pending, progress, install, state_dir / "logs")
@@ -66,28 +62,13 @@ def run_update(config: Config, groups: list[GroupProfile], output: Output, *, as
             if detach:
                 return _detach(update, config, groups, state_dir, stdout)
             summary = update.wait_and_install()
-    except (Busy, ClientError, AuthError, RuntimeError) as e:
+    except (Busy, ClientError, RuntimeError) as e:
         stderr.write(f"cq-emerge: {e}\n")
         return EXIT_FAILURE
     finally:
         client.close()
     report(summary, output, stdout, stderr)
     return EXIT_OK if summary.ok else EXIT_FAILURE
-
-
-
-
-def _confirm(builds: int, installs: int) -> bool:
-    from _emerge.UserQuery import UserQuery
-
-    what = [f"submit {builds} build{'s' * (builds != 1)}"] if builds else []
-    if installs:
-        what.append(f"install {installs} package{'s' * (installs != 1)}")
-    try:
-        return UserQuery({"--ask": True}).query(
-            f"Would you like to {' and '.join(what)}?", False) == "Yes"
-    except (EOFError, KeyboardInterrupt):
-        return False
 
 
 def _detach(update: Update, config: Config, groups: list[GroupProfile], state_dir: Path,
@@ -109,17 +90,13 @@ def report(summary: Summary, output: Output, stdout: TextIO, stderr: TextIO) -> 
     if output.json:
         json.dump({"group": summary.group, "ok": summary.ok, "submitted": summary.submitted,
                    "reused": summary.reused, "install_logs": summary.install_logs,
-                   "packages": [{"cpv": i.cpv, "state": i.state, "job_id": i.job_id,
-                                 "detail": i.detail} for i in summary.items]}, stdout, indent=2)
+                   "packages": [i.to_json() for i in summary.items]}, stdout, indent=2)
         stdout.write("\n")
         return
-    counts: dict[str, int] = {}
-    for item in summary.items:
-        counts[item.state] = counts.get(item.state, 0) + 1
     if not output.quiet:
-        what = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        stdout.write(f">>> {'group ' + summary.group if summary.group else 'builds'}: {what} "
-                     f"({summary.submitted} build job(s) submitted, {summary.reused} reused)\n")
+        stdout.write(f">>> {'group ' + summary.group if summary.group else 'builds'}: "
+                     f"{summary.counts()} ({summary.submitted} build job(s) submitted, "
+                     f"{summary.reused} reused)\n")
     for item in summary.items:
-        if item.state in ("failed", "skipped"):
+        if item.went_wrong:
             stderr.write(f"!!! {item.cpv}: {item.state} {item.detail}\n")

@@ -1,0 +1,138 @@
+"""The house's layout, read from the source: which part may import which, and no circles.
+
+Every import counts, also those inside functions and under TYPE_CHECKING: a lazy import is
+still a dependency, and a circle hidden behind one is still a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "cq_portage"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The cq_portage modules `name` imports (a package's own __init__ is left out: they
+    are empty, and every submodule import would otherwise pass through them)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and MODULES[target].name != "__init__.py" and target != name:
+                found.add(target)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _part(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def test_the_graph_is_read():
+    """The reader finds what is plainly there (else the tests below pass on nothing)."""
+    assert "cq_portage.cq.client" in GRAPH["cq_portage.cq.client_cli"]
+    assert "cq_portage.cq.cq_pb2" in GRAPH["cq_portage.cq.wire"]  # `from . import cq_pb2`
+    assert "cq_portage.emerge.plan" in GRAPH["cq_portage.emerge.jobs"]
+    assert len(GRAPH) > 60
+
+
+def test_emerge_reaches_the_queue_only_through_cq_client():
+    wrong = sorted(f"{module} imports {target}" for module, targets in GRAPH.items()
+                   if _part(module) == "emerge" for target in targets
+                   if _part(target) == "cq" and target != "cq_portage.cq.client")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_queue_knows_nothing_of_emerge_or_build_roots():
+    wrong = sorted(f"{module} imports {target}" for module, targets in GRAPH.items()
+                   if _part(module) == "cq" for target in targets
+                   if _part(target) in ("emerge", "buildroot", "sandbox"))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_build_roots_import_neither_side():
+    wrong = sorted(f"{module} imports {target}" for module, targets in GRAPH.items()
+                   if _part(module) == "buildroot" for target in targets
+                   if _part(target) in ("emerge", "cq", "sandbox"))
+    assert not wrong, "\n".join(wrong)
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of more than one module (or a self-loop)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_circle_finder_finds_circles():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles():
+    assert _circles(GRAPH) == []
+
+
+def test_architecture_md_lists_every_module_and_no_other():
+    text = (ROOT.parent / "ARCHITECTURE.md").read_text().split("## Modules, one line each")[1]
+    listed = set(re.findall(r"`((?:cq|emerge|buildroot|sandbox)/\w+|yamlfile|sshconfig|ssh|demo)`",
+                            text))
+    existing = {name.removeprefix("cq_portage.").replace(".", "/")
+                for name, path in MODULES.items() if path.name != "__init__.py"}
+    assert listed == existing, (f"not in ARCHITECTURE.md: {sorted(existing - listed)}; "
+                                f"listed but gone: {sorted(listed - existing)}")
