@@ -16,7 +16,7 @@ from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
 from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, MAX_KEEP_LOGS_DAYS, Config,
                                         GroupProfile, HostSettings, PackageUse, Server)
 from cq_portage.sshconfig import SshSettings
-from cq_portage.yamlfile import Checker, compose, kind, read
+from cq_portage.yamlfile import Checker, ConfigError, compose, kind, read
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
 CONFIG_ENV = "CQ_PORTAGE_CONFIG"
@@ -31,11 +31,10 @@ _ENV_OWN_KEY = {"USE": "use", "ABI_X86": "abi_x86"}
 _ENV_FORBIDDEN = ("ROOT", "PORTAGE_CONFIGROOT", "SYSROOT", "EPREFIX", "PORTAGE_OVERRIDE_EPREFIX")
 _TOP_KEYS = ("server", "groups", "host", "ssh", "keep_logs_days", "binhost")
 _BINHOST_KEYS = ("url", "signatures", "unreachable")
+_SIGNATURES = ("required", "as-configured")
 _URL_RE = re.compile(r"(https?|ftp|file|ssh)://\S+")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
-_GROUP_KEYS = ("use", "abi_x86", "env", "packages", "package_use", "build_command",
-               "build_labels", "hosts")
 _SSH_KEYS = ("key_file", "known_hosts", "connect_timeout", "command")
 
 
@@ -62,38 +61,37 @@ class Validator(Checker):
 
     def config(self, root: yaml.Node | None) -> Config:
         top = self.mapping(root, "the config file", _TOP_KEYS)
-        server = None
-        if top is not None and "server" not in top:
+        if top is None:
+            raise ConfigError(self.problems)
+        if "server" not in top:
             self.error(root, "no 'server' section: add server: {host: BUILD-HOST, port: 48005}")
-        elif top is not None:
-            server = self.server(*top["server"])
-        groups: dict[str, GroupProfile] = {}
-        if top is not None and "groups" not in top:
+        server = self.server(top["server"][1]) if "server" in top else None
+        if "groups" not in top:
             self.error(root, "no 'groups' section: add groups: {NAME: {use: ...}}")
-        elif top is not None:
-            key_node, value_node = top["groups"]
-            entries = self.mapping(value_node, "'groups'", None)
-            if entries is not None and not entries:
-                self.error(value_node, "'groups' is empty: define at least one group")
-            for name, (name_node, group_node) in (entries or {}).items():
-                if not _GROUP_NAME_RE.fullmatch(name):
-                    self.error(name_node, f"invalid group name {name!r}: use letters, digits, "
-                               "'_', '.', '-'")
-                    continue
-                group = self.group(name, group_node)
-                if group is not None:
-                    groups[name] = group
-        host = self.host(top["host"][1], groups) if top and "host" in top else HostSettings()
-        ssh = self.ssh(top["ssh"][1]) if top and "ssh" in top else SshSettings()
+        groups = self.groups(top["groups"][1]) if "groups" in top else {}
+        host = self.host(top["host"][1], groups) if "host" in top else HostSettings()
+        ssh = self.ssh(top["ssh"][1]) if "ssh" in top else SshSettings()
         keep_logs_days = DEFAULT_KEEP_LOGS_DAYS
-        if top and "keep_logs_days" in top:
+        if "keep_logs_days" in top:
             keep_logs_days = self.keep_logs_days(top["keep_logs_days"][1])
-        binhost = self.binhost(top["binhost"][1]) if top and "binhost" in top \
-            else BinhostSettings()
+        binhost = self.binhost(top["binhost"][1]) if "binhost" in top else BinhostSettings()
         self.check()
         assert server is not None
         return Config(path=self.path, server=server, groups=groups, host=host, ssh=ssh,
                       keep_logs_days=keep_logs_days, binhost=binhost)
+
+    def groups(self, node: yaml.Node) -> dict[str, GroupProfile]:
+        entries = self.mapping(node, "'groups'", None)
+        if entries is not None and not entries:
+            self.error(node, "'groups' is empty: define at least one group")
+        groups: dict[str, GroupProfile] = {}
+        for name, (name_node, group_node) in (entries or {}).items():
+            if not _GROUP_NAME_RE.fullmatch(name):
+                self.error(name_node, f"invalid group name {name!r}: use letters, digits, "
+                           "'_', '.', '-'")
+            elif (group := self.group(name, group_node)) is not None:
+                groups[name] = group
+        return groups
 
     def binhost(self, node: yaml.Node) -> BinhostSettings:
         """Where clients get packages over HTTP(S), whether they require signatures, and
@@ -110,20 +108,16 @@ class Validator(Checker):
                                               "separated by spaces")
             else:
                 values["url"] = " ".join(url.split())
-        if "signatures" in entries:
-            value = self.value(entries["signatures"][1])
-            if value not in ("required", "as-configured"):
-                self.error(entries["signatures"][1], "'binhost.signatures' must be 'required' "
-                                                     "or 'as-configured'")
-            else:
-                values["signatures"] = value == "required"
-        if "unreachable" in entries:
-            value = self.value(entries["unreachable"][1])
-            if value not in UNREACHABLE_CHOICES:
-                self.error(entries["unreachable"][1], "'binhost.unreachable' must be "
-                           + " or ".join(repr(c) for c in UNREACHABLE_CHOICES))
-            else:
-                values["unreachable"] = value
+        for key, choices in (("signatures", _SIGNATURES), ("unreachable", UNREACHABLE_CHOICES)):
+            if key in entries:
+                value = self.value(entries[key][1])
+                if value not in choices:
+                    self.error(entries[key][1], f"'binhost.{key}' must be "
+                               + " or ".join(repr(c) for c in choices))
+                else:
+                    values[key] = value
+        if "signatures" in values:
+            values["signatures"] = values["signatures"] == "required"
         return BinhostSettings(**values)
 
     def keep_logs_days(self, node: yaml.Node) -> float:
@@ -225,7 +219,7 @@ class Validator(Checker):
                     postsync = tuple(name for name, _ in repos)
         return HostSettings(groups=tuple(names), postsync=postsync)
 
-    def server(self, key_node: yaml.Node, node: yaml.Node) -> Server | None:
+    def server(self, node: yaml.Node) -> Server | None:
         entries = self.mapping(node, "'server'", _SERVER_KEYS)
         if entries is None:
             return None
@@ -278,30 +272,16 @@ class Validator(Checker):
         return [(word, node) for word in value.split()]
 
     def group(self, name: str, node: yaml.Node) -> GroupProfile | None:
-        entries = self.mapping(node, f"group {name!r}", _GROUP_KEYS)
+        checks = {"use": self.use_flags, "abi_x86": self.abi_x86, "env": self.env,
+                  "packages": self.packages, "package_use": self.package_use,
+                  "build_command": self.build_command, "build_labels": self.build_labels,
+                  "hosts": self.hosts}
+        entries = self.mapping(node, f"group {name!r}", checks)
         if entries is None:
             return None
         before = len(self.problems)
-        values: dict[str, Any] = {}
-        if "use" in entries:
-            values["use"] = self.use_flags(entries["use"][1], f"{name}.use")
-        if "abi_x86" in entries:
-            values["abi_x86"] = self.abi_x86(entries["abi_x86"][1], f"{name}.abi_x86")
-        if "env" in entries:
-            values["env"] = self.env(entries["env"][1], f"{name}.env")
-        if "packages" in entries:
-            values["packages"] = self.packages(entries["packages"][1], f"{name}.packages")
-        if "package_use" in entries:
-            values["package_use"] = self.package_use(entries["package_use"][1],
-                                                     f"{name}.package_use")
-        if "build_command" in entries:
-            values["build_command"] = self.build_command(entries["build_command"][1],
-                                                         f"{name}.build_command")
-        if "build_labels" in entries:
-            values["build_labels"] = self.build_labels(entries["build_labels"][1],
-                                                       f"{name}.build_labels")
-        if "hosts" in entries:
-            values["hosts"] = self.hosts(entries["hosts"][1], f"{name}.hosts")
+        values: dict[str, Any] = {key: check(entries[key][1], f"{name}.{key}")
+                                  for key, check in checks.items() if key in entries}
         if len(self.problems) > before:
             return None
         return GroupProfile(name=name, **values)
