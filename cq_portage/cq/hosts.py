@@ -15,7 +15,7 @@ class BuildHost:
     name: str
     labels: frozenset[str] = frozenset()  # what it offers: a job's labels must all be here
     ssh: SshTarget | None = None  # None: this machine
-    key: Path | None = None  # for SSH hosts: the private key and the known_hosts file
+    key_file: Path | None = None  # for SSH hosts: the private key and the known_hosts file
     known_hosts: Path | None = None
 
     @property

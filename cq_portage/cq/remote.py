@@ -27,7 +27,7 @@ class RemoteExecutor:
     _stopping: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.ssh = SshRunner(self.host.ssh, self.host.key, self.host.known_hosts,
+        self.ssh = SshRunner(self.host.ssh, self.host.key_file, self.host.known_hosts,
                              connect_timeout=self.settings.connect_timeout)
 
     def check(self) -> None:

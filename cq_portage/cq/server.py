@@ -195,8 +195,10 @@ class Server:
             return
         try:
             new = self.reload_config()
-        except ConfigError as e:
-            log.error("SIGHUP: configuration not reloaded, keeping the old one: %s", e)
+        except ConfigError as e:  # a line per problem, as at start-up
+            for problem in e.problems:
+                log.error("SIGHUP: configuration not reloaded, keeping the old one: %s",
+                          problem)
             return
         changed = [k for k in RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         if changed:

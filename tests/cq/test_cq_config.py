@@ -46,7 +46,7 @@ def test_the_old_key_name_still_works_with_a_warning(tmp_path, caplog):
                     f"{key}}}\nssh:\n  key: {key}\n")
     with caplog.at_level(logging.WARNING):
         config = load_config(path)
-    assert config.ssh.key_file == key and config.hosts[0].key == key
+    assert config.ssh.key_file == key and config.hosts[0].key_file == key
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}:4: ssh: 'key' is deprecated, name it 'key_file'",
         f"{path}:2: build host 'far': 'key' is deprecated, name it 'key_file'"]

@@ -25,7 +25,7 @@ FAST_SSH = {"connect_timeout": 2, "check_seconds": 1, "retry_seconds": 0.5}
 
 
 def ssh_host(sshd: Sshd, **extra) -> dict:
-    return {"url": sshd.url, "key": str(sshd.client_key),
+    return {"url": sshd.url, "key_file": str(sshd.client_key),
             "known_hosts": str(sshd.known_hosts), **extra}
 
 
@@ -213,7 +213,7 @@ def test_an_unknown_host_key_is_a_clear_error_and_the_host_stays_down(make_serve
 def test_a_key_the_host_refuses_is_a_clear_error_and_the_host_stays_down(make_server, sshds):
     host, other = sshds("refusing"), sshds("stranger")
     server = make_server({"build_hosts": {
-        "here": None, "refusing": {**ssh_host(host), "key": str(other.client_key)}},
+        "here": None, "refusing": {**ssh_host(host), "key_file": str(other.client_key)}},
         "ssh": FAST_SSH})
     with server.client() as client:
         down = wait_for(lambda: not (h := hosts(client)["refusing"]).up and h,
@@ -322,14 +322,14 @@ def test_build_host_config_errors_name_file_and_line(tmp_path):
     assert ":2: build host 'a': bad label 'x y'" in config_error(
         tmp_path, "build_hosts:\n  a: {labels: ['x y']}\n")
     missing = config_error(tmp_path, f"build_hosts:\n  a:\n    url: ssh://root@h\n"
-                                     f"    key: {key}\n    known_hosts: /nonexistent\n")
+                                     f"    key_file: {key}\n    known_hosts: /nonexistent\n")
     assert ":5: build host 'a': known_hosts file /nonexistent cannot be read" in missing
     assert ":2: unknown key 'port' in build host 'a'" in config_error(
         tmp_path, "build_hosts:\n  a: {port: 22}\n")
     assert ":2: ssh.check_seconds must be positive" in config_error(
         tmp_path, "ssh:\n  check_seconds: 0\n")
     assert "run_as applies to the local build host only" in config_error(
-        tmp_path, f"run_as: requester\nbuild_hosts:\n  a: {{url: 'ssh://root@h', key: {key},"
+        tmp_path, f"run_as: requester\nbuild_hosts:\n  a: {{url: 'ssh://root@h', key_file: {key},"
                   f" known_hosts: {key}}}\n")
 
 

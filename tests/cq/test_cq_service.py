@@ -51,10 +51,13 @@ def test_daemon_reload_and_graceful_stop(make_server, tmp_path):
     blocker = client.submit(["sleep", "1"]).job_id
     queued = [client.submit(["sh", "-c", f"echo {i} >> {trace}"]).job_id for i in range(3)]
     config_file = server.folder / "cq-server.yaml"
-    config_file.write_text("stop_grace_seconds: 1\nnot_a_key: 1\n")
+    config_file.write_text("stop_grace_seconds: -1\nnot_a_key: 1\n")
     os.kill(pid, signal.SIGHUP)
-    wait_for(lambda: "configuration not reloaded" in log(tmp_path))
-    assert "cq-server.yaml:2: unknown key 'not_a_key'" in log(tmp_path)
+    wait_for(lambda: log(tmp_path).count("configuration not reloaded") == 2)
+    refused = [line for line in log(tmp_path).splitlines() if "not reloaded" in line]
+    for problem in ("cq-server.yaml:2: unknown key 'not_a_key'",  # a line each
+                    "cq-server.yaml:1: stop_grace_seconds must be between 0 and"):
+        assert any(problem in line for line in refused), problem
     config_file.write_text(yaml.safe_dump({"stop_grace_seconds": 1,
                                            "environment": {"deny": ["FORBIDDEN"]}}))
     os.kill(pid, signal.SIGHUP)
