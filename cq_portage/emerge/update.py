@@ -17,6 +17,7 @@ import logging
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +129,7 @@ class Item:
 def _build_names(jobs: list[BuildJob]) -> list[str]:
     """Progress names of builds: the cpv, with the USE when several instances of one
     version are built (progress lines are keyed by name), numbered if still ambiguous."""
-    per_cpv: dict[str, int] = {}
-    for job in jobs:
-        per_cpv[job.cpv] = per_cpv.get(job.cpv, 0) + 1
+    per_cpv = Counter(job.cpv for job in jobs)
     names: list[str] = []
     for job in jobs:
         name = job.cpv
@@ -158,9 +157,7 @@ class Summary:
 
     def counts(self) -> str:
         """'2 built, 1 failed', or 'nothing to do'."""
-        counts: dict[str, int] = {}
-        for item in self.items:
-            counts[item.state] = counts.get(item.state, 0) + 1
+        counts = Counter(item.state for item in self.items)
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
 
 
@@ -306,20 +303,16 @@ class Update:
 
     def _log_lines(self, job_id: int, most: int = 64 << 20, tail: int = 65536) -> list[str]:
         """The last lines of a job's log (what says how it ended is at its end)."""
-        data, offset, chunks, kept = b"", 0, [], 0
+        kept, offset = b"", 0
         try:
             while offset < most:
                 data, offset, eof = self.client.log(job_id, offset)
-                chunks.append(data)
-                kept += len(data)
-                while kept - len(chunks[0]) > tail:
-                    kept -= len(chunks.pop(0))
+                kept = (kept + data)[-tail:]
                 if eof or not data:
                     break
         except ClientError:
             return []
-        return [line.strip() for line in
-                b"".join(chunks)[-tail:].decode(errors="replace").splitlines()]
+        return [line.strip() for line in kept.decode(errors="replace").splitlines()]
 
     def install_ready(self) -> None:
         """Install, in one emerge, every package that is ready (binary, or built) and whose

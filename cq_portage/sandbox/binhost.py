@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .prefix import Prefix, tool
-from .processes import wait_listening
+from .processes import Daemon, stop_process, wait_listening
 from .server import free_port
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def nginx_binary() -> str:
 
 
 @dataclass
-class Binhost:
+class Binhost(Daemon):
     """nginx serving `pkgdir` at http://127.0.0.1:PORT/ (its access log counts bytes)."""
 
     folder: Path
@@ -158,19 +158,7 @@ http {{
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> "Binhost":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        stop_process(self.process, signal.SIGQUIT, timeout)  # nginx's graceful stop
 
     def requests(self) -> list[tuple[str, int, int]]:
         """Every request answered so far: (path, status, bytes sent)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .processes import Daemon, stop_process
 
 
 def _find(binary: str) -> str:
@@ -20,7 +21,7 @@ def _find(binary: str) -> str:
 
 
 @dataclass
-class Munged:
+class Munged(Daemon):
     """One munged process. `socket` is what pymunge and cq-server's --munge-socket take."""
 
     folder: Path
@@ -59,17 +60,5 @@ class Munged:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=5)
         self.process = None
-
-    def __enter__(self) -> "Munged":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

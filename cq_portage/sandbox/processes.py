@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 
 def running(pid: int) -> bool:
@@ -33,3 +35,31 @@ def wait_listening(process: subprocess.Popen, port: int, log: Path, what: str,
             on_timeout()
             raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
         time.sleep(0.02)
+
+
+def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> None:
+    """Send `sig` and wait; kill -9 what has not exited after `timeout`."""
+    if process and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Daemon:
+    """A throwaway server process: `with Daemon(...) as d:` starts it and stops it after."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..cq.client import Client, JobState
-from .processes import wait_listening
+from .processes import Daemon, stop_process, wait_listening
 
 
 def free_port() -> int:
@@ -23,7 +22,7 @@ def free_port() -> int:
 
 
 @dataclass
-class CqServer:
+class CqServer(Daemon):
     folder: Path
     munge_socket: str
     config: dict = field(default_factory=dict)
@@ -31,13 +30,9 @@ class CqServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    @property
-    def state_dir(self) -> Path:
-        return self.folder / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "server.log"
+    def __post_init__(self) -> None:
+        self.state_dir = self.folder / "state"
+        self.log = self.folder / "server.log"
 
     def client(self, timeout: float = 10.0, munge_socket: str | None = None) -> Client:
         return Client("127.0.0.1", self.port, munge_socket or self.munge_socket, timeout)
@@ -64,19 +59,8 @@ class CqServer:
             self.process.wait()
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, timeout=timeout)
         return self.process.returncode if self.process else None
-
-    def __enter__(self) -> "CqServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def wait_running(client: Client, job_id: int, timeout: float = 30.0) -> None:

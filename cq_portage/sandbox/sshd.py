@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import wait_listening
+from .processes import Daemon, wait_listening
 from .server import free_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself, so it wants an absolute path
@@ -63,7 +63,7 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 
 @dataclass
-class Sshd:
+class Sshd(Daemon):
     """One sshd process. Connect as `user` with `client_key`, checking against `known_hosts`."""
 
     folder: Path
@@ -75,29 +75,13 @@ class Sshd:
     # The client key to accept, shared with other Sshd (made when missing); default: own.
     client_key_file: Path | None = None
 
-    @property
-    def host_key(self) -> Path:
-        return self.folder / "ssh_host_ed25519_key"
-
-    @property
-    def client_key(self) -> Path:
-        return Path(self.client_key_file) if self.client_key_file else self.folder / "client_key"
-
-    @property
-    def authorized_keys(self) -> Path:
-        return self.folder / "authorized_keys"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.folder / "known_hosts"
-
-    @property
-    def config(self) -> Path:
-        return self.folder / "sshd_config"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "sshd.log"
+    def __post_init__(self) -> None:
+        self.host_key = self.folder / "ssh_host_ed25519_key"
+        self.client_key = Path(self.client_key_file or self.folder / "client_key")
+        self.authorized_keys = self.folder / "authorized_keys"
+        self.known_hosts = self.folder / "known_hosts"
+        self.config = self.folder / "sshd_config"
+        self.log = self.folder / "sshd.log"
 
     @property
     def url(self) -> str:
@@ -174,11 +158,4 @@ LogLevel VERBOSE
 
     def thaw(self) -> None:
         if self.process:
-            pids = [self.process.pid, *_children(self.process.pid)]
-            _signal_all(pids, signal.SIGCONT)
-
-    def __enter__(self) -> "Sshd":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+            _signal_all([self.process.pid, *_children(self.process.pid)], signal.SIGCONT)
