@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config, seed
-from .enter import entry_for
+from .enter import Entry, entry_for
 from .host import HostPortage, exact_atoms
-from .lock import acquire
+from .lock import locked
 from .remove import check_unmounted, remove_tree
 from .roots import (BUILT_PREFIX, CREATING, EXIT_USAGE, MARKER, BuildRoot, BuildRootError, Marker,
                     list_roots, write_marker)
@@ -43,15 +43,12 @@ class Tool:
         source = Path(seed_from).absolute() if seed_from else None
         if source is not None and not source.exists():
             raise BuildRootError(f"seed {seed_from} does not exist")
-        lock_fd = acquire(root.lock_path, group)
-        try:
+        with locked(root.lock_path, group):
             if root.exists():
                 raise BuildRootError(f"the build root of {group} exists ({root.path}): "
                                      f"`cq-build-root update {group}` rewrites its config, "
                                      f"`remove {group}` deletes it")
             return self._create(root, kind, source)
-        finally:
-            os.close(lock_fd)
 
     def _create(self, root: BuildRoot, kind: str, source: Path | None) -> Marker:
         """Seed, configure, then write the marker: a root without one is a create that
@@ -87,20 +84,18 @@ class Tool:
         return [self.roots, self.host.pkgdir, self.host.distdir,
                 *self.host.repositories().values()]
 
-    def _configure(self, path: Path, kind: str) -> None:
+    def _configure(self, path: Path, kind: str) -> Entry:
         entry = entry_for(kind, path, self.host)
         config.make_skeleton(path, self.host)
         config.write_config(path, entry.inside, self.host)
+        return entry
 
     def update(self, group: str) -> Marker:
         root = self.root(group)
-        lock_fd = acquire(root.lock_path, group)
-        try:
+        with locked(root.lock_path, group):
             marker = root.marker()
             self._configure(root.path, marker.kind)
             return marker
-        finally:
-            os.close(lock_fd)
 
     # -- run ---------------------------------------------------------------------------
     def run(self, group: str, argv: list[str]) -> int:
@@ -113,45 +108,35 @@ class Tool:
                                      "sync the build host")
         env = dict(os.environ)
         pins = env.pop(PACKAGE_USE_ENV, "")
-        with Forwarder() as forwarder:
-            lock_fd = acquire(root.lock_path, group)
-            try:
-                if not root.exists():
-                    if self.default_kind != "prefix":
-                        raise BuildRootError(
-                            f"no build root for group {group} in {self.roots}: create it "
-                            f"with `cq-build-root create {group} --seed {STAGE3_HINT}`",
-                            EXIT_USAGE)
-                    self._create(root, "prefix", None)  # cheap: a few folders and files
-                kind = root.marker().kind
-                entry = entry_for(kind, root.path, self.host)
-                # The host's config as it is now: a root never builds with a stale copy.
-                config.make_skeleton(root.path, self.host)
-                config.write_config(root.path, entry.inside, self.host)
-                config.pin_package_use(root.path, pins)
-                entry.prepare()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                status = run(argv, entry.popen_args(env), entry, lock_fd, forwarder)
-                if status == 0:
-                    _say_built(root.path, argv)
-                return status
-            finally:
-                os.close(lock_fd)
+        with Forwarder() as forwarder, locked(root.lock_path, group) as lock_fd:
+            if not root.exists():
+                if self.default_kind != "prefix":
+                    raise BuildRootError(
+                        f"no build root for group {group} in {self.roots}: create it "
+                        f"with `cq-build-root create {group} --seed {STAGE3_HINT}`",
+                        EXIT_USAGE)
+                self._create(root, "prefix", None)  # cheap: a few folders and files
+            # The host's config as it is now: a root never builds with a stale copy.
+            entry = self._configure(root.path, root.marker().kind)
+            config.pin_package_use(root.path, pins)
+            entry.prepare()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            status = run(argv, entry.popen_args(env), entry, lock_fd, forwarder)
+            if status == 0:
+                _say_built(root.path, argv)
+            return status
 
     # -- remove / list -------------------------------------------------------------------
     def remove(self, group: str) -> Path:
         root = self.root(group)
-        lock_fd = acquire(root.lock_path, group)
-        try:
+        with locked(root.lock_path, group):
             if not root.path.exists():
                 raise BuildRootError(f"no build root for group {group} in {self.roots}")
             self._remove_leftover(root)
             # The lock file stays: a waiter holds it open, and deleting it would let a
             # third command lock a new file while the waiter locks the old one.
             return root.path
-        finally:
-            os.close(lock_fd)
 
     def list(self) -> list[dict]:
         return [{"group": root.group, "kind": marker.kind, "path": str(root.path),

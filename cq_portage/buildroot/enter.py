@@ -134,8 +134,9 @@ class ChrootEntry:
         return text or None
 
 
-ENTRIES: dict[str, type] = {"prefix": PrefixEntry, "chroot": ChrootEntry}
+Entry = PrefixEntry | ChrootEntry
+ENTRIES: dict[str, type[Entry]] = {"prefix": PrefixEntry, "chroot": ChrootEntry}
 
 
-def entry_for(kind: str, root: Path, host: HostPortage):
+def entry_for(kind: str, root: Path, host: HostPortage) -> Entry:
     return ENTRIES[kind](root, host)
