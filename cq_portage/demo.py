@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -66,24 +66,21 @@ def say(text: str) -> None:
     print(f"\033[1m>>> {text}\033[0m" if sys.stdout.isatty() else f">>> {text}", flush=True)
 
 
-def run_client(prefix: Prefix, config: Path, group: str, results: dict) -> None:
+def run_client(prefix: Prefix, config: Path, group: str) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
                              str(config), "--group", group], env=prefix.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         print(f"[{prefix.name:<4}] {line}", end="", flush=True)
-    results[prefix.name] = proc.wait()
+    return proc.wait()
 
 
 def run_clients(clients: dict[str, Prefix], config: Path) -> dict[str, int]:
-    results: dict[str, int] = {}
-    threads = [threading.Thread(target=run_client, args=(clients[n], config, g, results))
-               for n, g in CLIENTS.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    """cq-emerge on every client at the same time: client name -> exit status."""
+    with ThreadPoolExecutor(len(CLIENTS)) as pool:
+        codes = {name: pool.submit(run_client, clients[name], config, group)
+                 for name, group in CLIENTS.items()}
+    return {name: code.result() for name, code in codes.items()}
 
 
 def demo(root: Path, delivery: str = "binhost") -> int:

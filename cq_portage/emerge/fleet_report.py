@@ -87,14 +87,11 @@ def report(runs: list[HostRun], builds: Summary | None,
 
 def _report_json(runs: list[HostRun], builds: Summary | None,
                  hosts_of: Mapping[str, list[str]], stdout: TextIO) -> None:
-    hosts = []
-    for run in runs:
-        summary = run.summary
-        hosts.append({
-            "host": run.label, "url": str(run.remote.target), "group": run.group,
-            "ok": run.ok, "error": run.error,
-            "install_logs": summary.install_logs if summary else [],
-            "packages": [i.to_json() for i in summary.items] if summary else []})
+    hosts = [{"host": run.label, "url": str(run.remote.target), "group": run.group,
+              "ok": run.ok, "error": run.error,
+              "install_logs": run.summary.install_logs if run.summary else [],
+              "packages": [i.to_json() for i in run.summary.items] if run.summary else []}
+             for run in runs]
     document = {
         "ok": all(run.ok for run in runs) and (builds is None or builds.ok),
         "builds": {"submitted": builds.submitted if builds else 0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
+from itertools import groupby
 
 from cq_portage.emerge.jobs import entry_environment
 from cq_portage.emerge.plan import Plan, PlanEntry
@@ -27,14 +28,9 @@ INSTALL_COMMAND = ("emerge", "--usepkgonly", "--oneshot", "--binpkg-respect-use=
 def install_batches(plan: Plan, entries: Iterable[PlanEntry] | None = None
                     ) -> list[tuple[dict[str, str], list[PlanEntry]]]:
     """Consecutive entries that share their variables, in merge order."""
-    batches: list[tuple[dict[str, str], list[PlanEntry]]] = []
-    for entry in plan.entries if entries is None else entries:
-        env = entry_environment(plan, entry)
-        if batches and batches[-1][0] == env:
-            batches[-1][1].append(entry)
-        else:
-            batches.append((env, [entry]))
-    return batches
+    entries = plan.entries if entries is None else entries
+    return [(env, list(batch))
+            for env, batch in groupby(entries, lambda entry: entry_environment(plan, entry))]
 
 
 def install_script(plan: Plan, entries: Iterable[PlanEntry] | None = None,

@@ -20,7 +20,7 @@ import hashlib
 import heapq
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portage.versions import cpv_getkey
 
@@ -167,10 +167,9 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
             after = tuple(keys[e.cpv] for e in needed(plan, entry) if e.cpv in keys)
             if key in jobs:
                 job = jobs[key]
-                jobs[key] = BuildJob(**{**job.__dict__,
-                                        "groups": tuple(dict.fromkeys((*job.groups,
-                                                                       plan.group.name))),
-                                        "after": tuple(dict.fromkeys((*job.after, *after)))})
+                jobs[key] = replace(job, groups=tuple(dict.fromkeys((*job.groups,
+                                                                     plan.group.name))),
+                                    after=tuple(dict.fromkeys((*job.after, *after))))
             else:
                 first_seen[key] = len(first_seen)
                 order_after[key] = set()
@@ -186,8 +185,8 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
     order = _ordered(first_seen, order_after)
     # Should plans disagree about an order (a cycle), a job never waits for a later one.
     position = {key: at for at, key in enumerate(order)}
-    return [BuildJob(**{**jobs[key].__dict__, "after": tuple(
-                a for a in jobs[key].after if position[a] < position[key])})
+    return [replace(jobs[key], after=tuple(a for a in jobs[key].after
+                                           if position[a] < position[key]))
             for key in order]
 
 

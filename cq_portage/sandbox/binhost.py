@@ -62,14 +62,11 @@ class Binhost(Daemon):
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    @property
-    def ca_file(self) -> Path:
-        """The throwaway CA's certificate: what a client must trust (tls only)."""
-        return self.folder / "tls/ca.crt"
+    def __post_init__(self) -> None:
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = self.folder / "tls/ca.crt"  # what a client must trust (tls only)
+        self.access_log = self.folder / "access.log"
+        self.error_log = self.folder / "error.log"
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -77,14 +74,6 @@ class Binhost(Daemon):
         with Python's urllib, which trusts SSL_CERT_FILE (a site puts its CA in the system
         store instead, update-ca-certificates, which wget and Python both read)."""
         return {"SSL_CERT_FILE": str(self.ca_file)} if self.tls else {}
-
-    @property
-    def access_log(self) -> Path:
-        return self.folder / "access.log"
-
-    @property
-    def error_log(self) -> Path:
-        return self.folder / "error.log"
 
     def _config(self) -> str:
         folder = self.folder

@@ -6,7 +6,7 @@
     key.sign_on(build)                   # make.conf: binpkg-signing, BINPKG_GPG_SIGNING_*
     trust(client, key.public())          # client's etc/portage/gnupg, as getuto makes it
     ...
-    key.stop_agent(); stop_agent(client_gnupg_home(client))
+    stop_agent(key.home); stop_agent(client_gnupg_home(client))
 
 What works here: a key without passphrase (the agent never asks, so Portage's unlock at the
 start of emerge passes without a tty); Portage's default signing command (flock on
@@ -103,9 +103,6 @@ class SigningKey:
                                        "binpkg-signing",
                               BINPKG_GPG_SIGNING_GPG_HOME=str(agent_home(self.home)),
                               BINPKG_GPG_SIGNING_KEY=self.fingerprint)
-
-    def stop_agent(self) -> None:
-        stop_agent(self.home)
 
 
 def client_gnupg_home(client: Prefix) -> Path:
