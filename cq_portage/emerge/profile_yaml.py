@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,8 @@ class Validator(Checker):
             return None
         host = self.value(entries["host"][1])
         if not isinstance(host, str) or not host.strip():
-            self.error(entries["host"][1], f"'server.host' must be a host name, not {kind(entries['host'][1])}")
+            self.error(entries["host"][1],
+                       f"'server.host' must be a host name, not {kind(entries['host'][1])}")
             return None
         port = DEFAULT_PORT
         if "port" in entries:
@@ -287,23 +288,24 @@ class Validator(Checker):
         return GroupProfile(name=name, **values)
 
     def use_flags(self, node: yaml.Node, what: str) -> tuple[str, ...]:
-        flags = []
-        for word, word_node in self.words(node, what) or []:
-            if word == "-*" or _FLAG_RE.fullmatch(word.removeprefix("-")):
-                flags.append(word)
-            else:
-                self.error(word_node, f"{what}: {word!r} is not a USE flag "
-                           "(letters, digits, '+', '_', '@', '-'; optional leading '-')")
-        return tuple(flags)
+        return self.checked_words(
+            node, what, lambda w: w == "-*" or bool(_FLAG_RE.fullmatch(w.removeprefix("-"))),
+            "a USE flag (letters, digits, '+', '_', '@', '-'; optional leading '-')")
 
     def abi_x86(self, node: yaml.Node, what: str) -> tuple[str, ...]:
-        values = []
+        return self.checked_words(node, what, _ABI_X86_VALUES.__contains__,
+                                  f"an ABI_X86 value ({', '.join(_ABI_X86_VALUES)})")
+
+    def checked_words(self, node: yaml.Node, what: str, valid: Callable[[str], bool],
+                      rule: str) -> tuple[str, ...]:
+        """The words that pass `valid`; each other one is a problem: "WORD is not RULE"."""
+        good = []
         for word, word_node in self.words(node, what) or []:
-            if word not in _ABI_X86_VALUES:
-                self.error(word_node, f"{what}: {word!r} is not an ABI_X86 value "
-                           f"({', '.join(_ABI_X86_VALUES)})")
-            values.append(word)
-        return tuple(values)
+            if valid(word):
+                good.append(word)
+            else:
+                self.error(word_node, f"{what}: {word!r} is not {rule}")
+        return tuple(good)
 
     def env(self, node: yaml.Node, what: str) -> dict[str, str]:
         entries = self.mapping(node, what, None)
@@ -369,13 +371,8 @@ class Validator(Checker):
         return tuple(lines)
 
     def build_labels(self, node: yaml.Node, what: str) -> tuple[str, ...]:
-        labels = []
-        for word, word_node in self.words(node, what) or []:
-            if valid_label(word):
-                labels.append(word)
-            else:
-                self.error(word_node, f"{what}: {word!r} is not a build host label (letters, "
-                                      "digits, '_', '.', '+' or '-', at most 64)")
+        labels = self.checked_words(node, what, valid_label, "a build host label (letters, "
+                                    "digits, '_', '.', '+' or '-', at most 64)")
         return tuple(sorted(set(labels)))
 
     def build_command(self, node: yaml.Node, what: str) -> tuple[str, ...]:
