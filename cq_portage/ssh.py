@@ -160,23 +160,13 @@ class _Reject(paramiko.RejectPolicy):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client, hostname: str, key: paramiko.PKey) -> None:
+        host, port = hostname, "22"  # as known_hosts names it: host, or [host]:port
+        if hostname.startswith("["):
+            host, _, port = hostname[1:].partition("]:")
         raise SshHostKeyError(
-            f"host key of {_name(hostname)} is not in {self.known_hosts} "
+            f"host key of {host}:{port} is not in {self.known_hosts} "
             f"({key.get_name()} {key.fingerprint}; check it, then add it: "
-            f"ssh-keyscan {_keyscan_args(hostname)} >> {self.known_hosts})")
-
-
-def _name(known_hosts_name: str) -> str:
-    """'[127.0.0.1]:2222' -> '127.0.0.1:2222'."""
-    if known_hosts_name.startswith("["):
-        host, _, port = known_hosts_name[1:].partition("]:")
-        return f"{host}:{port}"
-    return f"{known_hosts_name}:22"
-
-
-def _keyscan_args(known_hosts_name: str) -> str:
-    host, _, port = _name(known_hosts_name).rpartition(":")
-    return f"-p {port} {host}"
+            f"ssh-keyscan -p {port} {host} >> {self.known_hosts})")
 
 
 @dataclass
@@ -197,9 +187,6 @@ class SshRunner:
     # for a connection attempt: they only take _lock.
     _connecting: threading.Lock = field(default_factory=threading.Lock, init=False,
                                         repr=False)
-
-    def __post_init__(self) -> None:
-        self.key_file, self.known_hosts = Path(self.key_file), Path(self.known_hosts)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -222,26 +209,23 @@ class SshRunner:
                            timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t,
                            allow_agent=False, look_for_keys=False,
                            transport_factory=_Transport)
-        except SshError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as e:
-            client.close()
-            raise SshHostKeyError(
-                f"host key of {where} is not in {self.known_hosts} (it holds a different "
-                f"{e.expected_key.get_name()} key for this host, the host offers "
-                f"{e.key.get_name()} {e.key.fingerprint}: changed or spoofed; "
-                f"if the host was reinstalled, replace its line)") from None
-        except paramiko.AuthenticationException as e:
-            client.close()
-            raise SshAuthError(f"{self.target.user}@{where} refused the key {self.key_file} "
-                               f"({e}); is its .pub in that user's authorized_keys?") from None
-        except (TimeoutError, socket.timeout):
-            client.close()
-            raise SshUnreachable(f"{where}: no answer within {t:g} s") from None
-        except (OSError, EOFError, paramiko.SSHException) as e:
+        except BaseException as e:
             transport = client.get_transport()
             client.close()
+            if isinstance(e, paramiko.BadHostKeyException):
+                raise SshHostKeyError(
+                    f"host key of {where} is not in {self.known_hosts} (it holds a different "
+                    f"{e.expected_key.get_name()} key for this host, the host offers "
+                    f"{e.key.get_name()} {e.key.fingerprint}: changed or spoofed; "
+                    f"if the host was reinstalled, replace its line)") from None
+            if isinstance(e, paramiko.AuthenticationException):
+                raise SshAuthError(f"{self.target.user}@{where} refused the key "
+                                   f"{self.key_file} ({e}); is its .pub in that user's "
+                                   "authorized_keys?") from None
+            if isinstance(e, (TimeoutError, socket.timeout)):
+                raise SshUnreachable(f"{where}: no answer within {t:g} s") from None
+            if not isinstance(e, (OSError, EOFError, paramiko.SSHException)):
+                raise  # an SshError of _Reject's, or a bug
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
             if transport is not None and not transport.remote_version:
                 # TCP was accepted, but no SSH server spoke (paramiko's words for it vary)

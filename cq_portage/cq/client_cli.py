@@ -16,11 +16,10 @@ import time
 # ~35 ms). Scripts run cq-client once a job, so a plain submit loads only what it needs.
 from .client import BadServerReply, Client, ClientError, Outcome
 from .job import JobInfo, JobState
-from .wire import DEFAULT_PORT, BadRequest, Limits, host_message, job_message, parse_after, \
-    parse_env, parse_labels
+from .wire import DEFAULT_PORT, MAX_JOB_ID, BadRequest, Limits, host_message, job_message, \
+    parse_after, parse_env, parse_labels
 
 NOT_RUN = 255
-MAX_JOB_ID = (1 << 63) - 1
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .job import Result
+from .job import JobState, Result, Status
 from .serverjob import Job
 
 JOB_ID_VAR = "CQ_JOB_ID"  # in every job's environment: the job knows its id, and so do we
 STOP_REASONS = {"cancel": "cancelled while running",
                 "shutdown": "the server shut down while the job ran; it was not re-run"}
+
+
+def stopped(why: str, exit_status: int) -> Result:
+    """The end of a job stopped on request (why: a key of STOP_REASONS)."""
+    if why == "cancel":
+        return Result(JobState.CANCELLED, Status.CANCELLED, exit_status, STOP_REASONS[why])
+    return Result(JobState.INTERRUPTED, Status.INTERRUPTED, exit_status, STOP_REASONS[why])
 
 
 class HostDown(Exception):

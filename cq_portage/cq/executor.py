@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .auth import groups_of
 from .environment import EnvPolicy
-from .execution import JOB_ID_VAR, STOP_REASONS
+from .execution import JOB_ID_VAR, stopped
 from .job import JobState, Result, Status
 from .serverjob import Job
 from .statedir import NOFOLLOW, open_under
@@ -121,9 +121,7 @@ class Executor:
         with self._lock:
             self._current, stopping = None, self._stopping
         if stopping:
-            return Result(JobState.CANCELLED if stopping == "cancel" else JobState.INTERRUPTED,
-                          Status.CANCELLED if stopping == "cancel" else Status.INTERRUPTED,
-                          exit_status(returncode), STOP_REASONS[stopping])
+            return stopped(stopping, exit_status(returncode))
         return Result(JobState.DONE, Status.RAN, exit_status(returncode))
 
     def _open_log(self, job: Job) -> int:

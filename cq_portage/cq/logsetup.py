@@ -19,14 +19,13 @@ def setup(level: int, log_file: Path | None = None, syslog: bool = False) -> log
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
         handler: logging.Handler = logging.handlers.SysLogHandler(
             address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-        handler.setFormatter(logging.Formatter("cq-server[%(process)d]: %(message)s"))
     elif log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.WatchedFileHandler(log_file)
-        handler.setFormatter(logging.Formatter(FORMAT))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(logging.Formatter("cq-server[%(process)d]: %(message)s" if syslog
+                                           else FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .execution import JOB_ID_VAR, STOP_REASONS, HostDown
+from .execution import JOB_ID_VAR, HostDown, stopped
 from ..sshconfig import SshSettings
 from .hosts import BuildHost
 from .job import JobState, Result, Status
@@ -53,19 +53,13 @@ class RemoteExecutor:
                 status = self.ssh.run(argv, env, out, check_every=self.settings.check_seconds)
             except SshLost as e:  # dropped, or stopped answering (SshNoAnswer)
                 if self._stopping:  # the channel was closed to stop it
-                    return self._stopped(-1)
+                    return stopped(self._stopping, 0)
                 raise HostDown(str(e), ran=True) from None
             except SshError as e:  # it never started: cannot connect, host key, auth
                 raise HostDown(str(e), ran=False) from None
         if self._stopping:
-            return self._stopped(status)
+            return stopped(self._stopping, status)
         return Result(JobState.DONE, Status.RAN, status)
-
-    def _stopped(self, status: int) -> Result:
-        cancel = self._stopping == "cancel"
-        return Result(JobState.CANCELLED if cancel else JobState.INTERRUPTED,
-                      Status.CANCELLED if cancel else Status.INTERRUPTED, max(status, 0),
-                      STOP_REASONS[self._stopping])
 
     def stop(self, why: str, grace: float) -> bool:
         """Stop the running job (why: 'cancel' or 'shutdown'); the host sends SIGTERM, then

@@ -141,18 +141,14 @@ class Runner:
     async def _until_up(self, first: bool = False) -> None:
         """Try the host until it answers (now if `first`, else after retry_seconds)."""
         loop = asyncio.get_running_loop()
+        if not first:
+            await self._pause(self.retry_seconds)
         while not self._stopping.is_set():
-            if not first:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.retry_seconds)
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            first = False
             try:
                 await loop.run_in_executor(self._pool, self.executor.check)
             except HostDown as e:
                 self._mark_down(str(e))
+                await self._pause(self.retry_seconds)
                 continue
             if self.down is not None:
                 log.warning("build host %s is up again", self.host.name)

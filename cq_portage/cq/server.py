@@ -32,13 +32,12 @@ from .remote import RemoteExecutor
 from .runner import Runner, Runners
 from .serverjob import Job
 from .store import Settled, Store, Submission
-from .wire import BadRequest, Op, Request, build_reply, credential_from_frame, \
+from .wire import MAX_JOB_ID, BadRequest, Op, Request, build_reply, credential_from_frame, \
     parse_request, unknown_after
 
 log = logging.getLogger(__name__)
 
 BATCH = 512  # requests taken off the socket before one round of work
-MAX_ID = (1 << 63) - 1  # what SQLite's INTEGER (job ids) and a file offset can hold
 MAX_WAIT_SECONDS = 300
 LOG_CHUNK = 64 << 10
 LIST_LIMIT = 1000
@@ -91,7 +90,7 @@ class Server:
             else:
                 executor = RemoteExecutor(host, self.config.ssh)
             runners.append(Runner(host, self.store, executor, self.log_dir, self._notify,
-                                  self._wake_all, self.config.ssh.retry_seconds))
+                                  lambda: self.runners.wake(), self.config.ssh.retry_seconds))
         self.runners = Runners(runners)
         self.store.on_settled = self._settled
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
@@ -244,7 +243,7 @@ class Server:
             if refusal:
                 envelope = [f.bytes for f in frames[:-1]]
                 del frames  # dropped before anything else is done with it
-                await self._reply(envelope, build_reply(refusal[0], 0, error=refusal[1]))
+                await self._error(envelope, *refusal)
             else:
                 self._held += cost
                 self._inbox.put_nowait(
@@ -274,8 +273,7 @@ class Server:
                 if isinstance(outcome, Refusal):
                     log.warning("refused request from %s: %s", _peer(frames),
                                 outcome.reason)
-                    await self._reply(envelope, build_reply(outcome.status, 0,
-                                                            error=outcome.reason))
+                    await self._error(envelope, outcome.status, outcome.reason)
                 elif outcome.request.op == Op.SUBMIT:
                     submissions.append((envelope, outcome))
                 else:
@@ -289,12 +287,13 @@ class Server:
                 for envelope, _ in submissions:
                     await self._internal_error(envelope, e)
 
-    async def _internal_error(self, envelope: list[bytes], e: Exception) -> None:
+    async def _internal_error(self, envelope: list[bytes], e: Exception,
+                              undone: str = "not done") -> None:
         """An unexpected exception while answering: a log record with the traceback, an
         error reply, and the server goes on. A full or failing disk is no bug: one line."""
         if statedir.disk_failing(e):
             error = f"no space left in STATE_DIR {self.config.state_dir}, or its file " \
-                    f"system fails ({e}): not done"
+                    f"system fails ({e}): {undone}"
             log.error("%s", error)
         else:
             error = f"internal error in cq-server ({type(e).__name__}: {str(e)[:200]}); its " \
@@ -302,17 +301,15 @@ class Server:
             log.error("internal error while answering a request: %s: %s", type(e).__name__, e,
                       exc_info=e)
         try:
-            await self._reply(envelope, build_reply(Status.SERVER_ERROR, 0, error=error))
+            await self._error(envelope, Status.SERVER_ERROR, error)
         except Exception:  # the reply cannot be sent either: the client times out and retries
             log.exception("cannot send the internal-error reply")
 
     def _authenticate(self, frames: list[zmq.Frame]) -> Authed | Refusal:
         """Runs in a worker thread: credential, authorization, then the payload."""
         limits = self.config.limits
-        frame = frames[-1].bytes if len(frames) > 1 else b""
+        frame = frames[-1].bytes if len(frames) > 1 else b""  # _receive refused larger ones
         try:
-            if len(frame) > limits.max_request_bytes * 4 // 3 + 4096:
-                raise BadRequest(f"request of {len(frame)} bytes is too large")
             cred = self.munge.decode(credential_from_frame(frame))
             self.config.authorizer.check(cred.uid, cred.gid)
             request = parse_request(cred.payload, limits)
@@ -326,6 +323,10 @@ class Server:
     async def _reply(self, envelope: list[bytes], reply: bytes) -> None:
         await self.sock.send_multipart([*envelope, reply])
 
+    async def _error(self, envelope: list[bytes], status: int, error: str) -> None:
+        """An answer about no job: a refusal, or why the server could not do it."""
+        await self._reply(envelope, build_reply(status, 0, error=error))
+
     async def _submit(self, batch: list[tuple[list[bytes], Authed]]) -> None:
         pending = []
         for envelope, authed in batch:
@@ -336,13 +337,12 @@ class Server:
                       requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key,
                       labels=req.labels, after=req.after)
             if (unknown := self.store.unknown(job.after)) is not None:
-                await self._reply(envelope, build_reply(Status.REFUSED, 0,
-                                                        error=unknown_after(unknown)))
+                await self._error(envelope, Status.REFUSED, unknown_after(unknown))
                 continue
             if not self.runners.accepts(job.labels):
-                reason = (f"no build host has the labels {' '.join(job.labels)} "
-                          f"(build hosts: {self.runners.describe()})")
-                await self._reply(envelope, build_reply(Status.REFUSED, 0, error=reason))
+                await self._error(envelope, Status.REFUSED,
+                                  f"no build host has the labels {' '.join(job.labels)} "
+                                  f"(build hosts: {self.runners.describe()})")
                 continue
             merge_into = None
             if self.config.incoming_hook:
@@ -351,8 +351,7 @@ class Server:
                 if decision.action == "reject":
                     log.warning("hook rejected %s from uid %d: %s", _cmd(job), cred.uid,
                                 decision.reason)
-                    await self._reply(envelope, build_reply(Status.REFUSED, 0,
-                                                            error=decision.reason))
+                    await self._error(envelope, Status.REFUSED, decision.reason)
                     continue
                 merge_into = decision.job_id
             pending.append((envelope, req, job, Submission(job, req.request_id, merge_into)))
@@ -360,14 +359,9 @@ class Server:
             return
         try:
             accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
-        except sqlite3.Error as e:
-            if not statedir.disk_failing(e):
-                raise
-            reason = (f"no space left in STATE_DIR {self.config.state_dir}, or its file system "
-                      f"fails ({e}): submission not stored")
-            log.error("%s", reason)
+        except sqlite3.Error as e:  # only these are unanswered yet
             for envelope, *_ in pending:
-                await self._reply(envelope, build_reply(Status.SERVER_ERROR, 0, error=reason))
+                await self._internal_error(envelope, e, "submission not stored")
             return
         for (envelope, req, job, _), acc in zip(pending, accepted):
             log.info("job %d %s from uid %d: %s", acc.job_id,
@@ -380,9 +374,6 @@ class Server:
             else:
                 await self._reply(envelope, build_reply(
                     Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=JobState.QUEUED))
-        self.runners.wake()
-
-    def _wake_all(self) -> None:
         self.runners.wake()
 
     def _settled(self, settled: Settled) -> None:
@@ -398,9 +389,9 @@ class Server:
         if req.op == Op.LIST:
             await self._reply(envelope, self._list_reply())
             return
-        if not 0 <= req.job_id <= MAX_ID or not 0 <= req.log_offset <= MAX_ID:
-            await self._reply(envelope, build_reply(
-                Status.REFUSED, 0, error=f"job id or log offset out of range (0 to {MAX_ID})"))
+        if not 0 <= req.job_id <= MAX_JOB_ID or not 0 <= req.log_offset <= MAX_JOB_ID:
+            await self._error(envelope, Status.REFUSED,
+                              f"job id or log offset out of range (0 to {MAX_JOB_ID})")
             return
         job = self._job(req.job_id)
         if job is None:
@@ -450,7 +441,7 @@ class Server:
                 with open(statedir.open_under(self.log_dir, job.log_path, os.O_RDONLY),
                           "rb") as f:
                     if offset < os.fstat(f.fileno()).st_size:  # a file system's own limit
-                        f.seek(offset)                        # may be below MAX_ID
+                        f.seek(offset)                        # may be below MAX_JOB_ID
                         data = f.read(LOG_CHUNK)
             except FileNotFoundError:
                 pass

@@ -13,21 +13,11 @@ import signal
 import sys
 
 EARLY_SIGNALS: list[int] = []  # what came before the server's handlers: replayed then
-STARTUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
-
-
-def _record(signum: int, frame) -> None:
-    EARLY_SIGNALS.append(signum)
-
-
-def record_early_signals() -> None:
-    for sig in STARTUP_SIGNALS:
-        signal.signal(sig, _record)
-
 
 # As the program (not when a test imports the parser): first thing, before the slow imports.
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) in ("cq-server", "cq_server"):
-    record_early_signals()
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: EARLY_SIGNALS.append(signum))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

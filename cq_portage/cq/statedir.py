@@ -4,6 +4,7 @@ a link planted in it is refused instead of followed to a file outside it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -94,16 +95,10 @@ def open_under(root: Path, path: str | Path, flags: int, mode: int = FILE_MODE,
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts[:-1]:
-            try:
-                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not mkdir:
-                    raise
-                try:
+            if mkdir:
+                with contextlib.suppress(FileExistsError):  # a link there: refused below
                     os.mkdir(part, DIR_MODE, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=fd)
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = sub
         return os.open(parts[-1], flags | NOFOLLOW, mode, dir_fd=fd)

@@ -259,10 +259,7 @@ class Store:
                  job.key, job.dedupe_key, now, " ".join(job.labels),
                  " ".join(map(str, job.after)), 0 if bad else len(waits))).lastrowid
             if bad:  # accepted, and ended at once: its client learns it as any job's end
-                failed = True
-                db.execute("UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?,"
-                           " exit_status = 0, error = ? WHERE id = ?",
-                           (now, int(Status.DEPENDENCY_FAILED), bad, job_id))
+                failed = self._fail_unrun(job_id, bad, now)
             elif waits:
                 db.executemany("INSERT INTO deps VALUES (?, ?)", [(i, job_id) for i in waits])
                 self._deps = True
@@ -375,21 +372,18 @@ class Store:
                 self._told().unblocked = True
                 continue
             for job_id in waiting:
-                row = self.db.execute("SELECT * FROM jobs WHERE id = ? AND state = 'queued'",
-                                      (job_id,)).fetchone()
-                if row is None:
-                    continue
-                job = _job(row)
-                job.result = Result(JobState.FAILED, Status.DEPENDENCY_FAILED, 0,
-                                    f"job {ended} it needed ended: {how}")
-                job.state, job.finished, job.unmet = JobState.FAILED, time.time(), 0
-                self.db.execute(
-                    "UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?, "
-                    "exit_status = 0, error = ?, unmet = 0 WHERE id = ?",
-                    (job.finished, int(Status.DEPENDENCY_FAILED), job.result.error, job_id))
-                self.db.execute("DELETE FROM deps WHERE job_id = ?", (job_id,))
-                self._told().failed.append(job)
-                work.append((job_id, False, JobState.FAILED.value))
+                if self._fail_unrun(job_id, f"job {ended} it needed ended: {how}", time.time()):
+                    self.db.execute("DELETE FROM deps WHERE job_id = ?", (job_id,))
+                    self._told().failed.append(self.get(job_id))
+                    work.append((job_id, False, JobState.FAILED.value))
+
+    def _fail_unrun(self, job_id: int, reason: str, now: float) -> bool:
+        """End a queued job FAILED without running it (a job it needed did not end well);
+        False if it is queued no more."""
+        return self.db.execute(
+            "UPDATE jobs SET state = 'failed', finished = ?, internal_status = ?, exit_status = 0,"
+            " error = ?, unmet = 0 WHERE id = ? AND state = 'queued'",
+            (now, int(Status.DEPENDENCY_FAILED), reason, job_id)).rowcount == 1
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -402,10 +396,9 @@ class Store:
                                (job_id,)).fetchone()[0]
 
     def active(self, limit: int) -> list[Job]:
-        rows = self.db.execute(
+        return [_job(r) for r in self.db.execute(
             "SELECT * FROM jobs WHERE state IN ('running', 'queued') "
-            "ORDER BY state = 'queued', id LIMIT ?", (limit,)).fetchall()
-        return [_job(r) for r in rows]
+            "ORDER BY state = 'queued', id LIMIT ?", (limit,))]
 
     def recent(self, limit: int) -> list[Job]:
         rows = self.db.execute(
