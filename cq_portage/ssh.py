@@ -101,9 +101,8 @@ def remote_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise ValueError(f"bad environment variable {name!r}")
         words.append(f"{name}={value}")
-    for arg in argv:
-        if "\0" in arg:
-            raise ValueError("an argument contains a NUL byte")
+    if any("\0" in arg for arg in argv):
+        raise ValueError("an argument contains a NUL byte")
     words.extend(argv)
     return " ".join(shlex.quote(w) for w in words)
 
@@ -116,6 +115,7 @@ def remote_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
 # after auth for root.) `trap : TERM` keeps the shell alive until the job has ended, so the
 # status it reports is the job's; the job gets stdin from /dev/null, like a local job. The
 # shell's own stderr goes to /dev/null (bash reports killed jobs there: not the job's output).
+# It needs a POSIX login shell: sh, bash, zsh.
 _WRAPPER = """\
 exec 3<&0 4>&2 </dev/null 2>/dev/null
 {{ trap '' TERM; read -r _ <&3; kill -TERM 0; sleep {grace:g}; kill -KILL 0; }} >/dev/null 2>&1 4>&- &
@@ -125,11 +125,6 @@ s=$?
 kill -KILL $! 2>/dev/null
 exit $s
 """
-
-
-def wrapped_command(argv: Sequence[str], env: Mapping[str, str], grace: float) -> str:
-    """The whole command string sent to the host (needs a POSIX login shell: sh, bash, zsh)."""
-    return _WRAPPER.format(command=remote_command(argv, env), grace=grace)
 
 
 def _handle_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
@@ -290,7 +285,7 @@ class SshRunner:
         the connection is dropped (SshNoAnswer). Raises SshError when it could not run,
         SshLost when the connection ended before the status arrived. One run() at a time
         per runner (a build host runs one job)."""
-        command = wrapped_command(argv, env, self.stop_grace)
+        command = _WRAPPER.format(command=remote_command(argv, env), grace=self.stop_grace)
         chan = self._open_session()
         with self._lock:
             self._channel = chan

@@ -239,6 +239,3 @@ def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
                         "keys)" if key == "known_hosts" else ""))
         hosts.append(BuildHost(name, labels, target, files.key_file, files.known_hosts))
     return tuple(hosts)
-
-
-__all__ = ["ServerConfig", "ConfigError", "load_config", "REQUESTER"]

@@ -202,10 +202,7 @@ class Runners:
             runner.wake()
 
     def running(self, job_id: int) -> Runner | None:
-        for runner in self.runners:
-            if runner.running is not None and runner.running.id == job_id:
-                return runner
-        return None
+        return next((r for r in self.runners if r.running and r.running.id == job_id), None)
 
     def accepts(self, labels: tuple[str, ...]) -> bool:
         return any(r.host.accepts(labels) for r in self.runners)

@@ -73,11 +73,8 @@ def check_store(path: Path) -> None:
     if not path.exists():
         return
     try:
-        db = sqlite3.connect(path)
-        try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            db.close()
     except sqlite3.DatabaseError as e:
         result = str(e)
     if result != "ok":

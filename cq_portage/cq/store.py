@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +131,7 @@ class Store:
         self.db.executescript(INDEXES)
         # Told after each commit that failed or unblocked waiting jobs (on the same thread).
         self.on_settled: Callable[[Settled], None] | None = None
-        self._settled: Settled | None = None  # of the transaction under way, if any
+        self._settled = Settled()  # of the transaction under way
         # False: `deps` is empty, so an ending job has nobody to tell (the fast path). Set
         # when rows go in; cleared only after a commit that took rows out left none.
         self._deps = self._deps_left()
@@ -142,9 +142,8 @@ class Store:
         self._checkpointer.start()
 
     def _checkpoint(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            failing = False
+        failing = False
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
             while not self._closing.wait(self.CHECKPOINT_SECONDS):
                 try:  # a full disk must not end the thread, or the WAL grows without bound
                     db.execute(f"PRAGMA wal_checkpoint({self._checkpoint_mode()})")
@@ -157,8 +156,6 @@ class Store:
                 if failing:
                     log.warning("checkpoint of %s works again", self.path)
                 failing = False
-        finally:
-            db.close()
 
     def _checkpoint_mode(self) -> str:
         """PASSIVE never stalls a submission, but under a steady stream of commits it never
@@ -181,7 +178,7 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        self._settled, self._deps_taken = None, False
+        self._settled, self._deps_taken = Settled(), False
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -195,17 +192,12 @@ class Store:
             raise
         if self._deps_taken:
             self._deps = self._deps_left()
-        settled, self._settled = self._settled, None
-        if settled and self.on_settled:
+        settled = self._settled
+        if (settled.failed or settled.unblocked) and self.on_settled:
             self.on_settled(settled)
 
     def _deps_left(self) -> bool:
         return self.db.execute("SELECT EXISTS (SELECT 1 FROM deps)").fetchone()[0] == 1
-
-    def _told(self) -> Settled:
-        if self._settled is None:
-            self._settled = Settled()
-        return self._settled
 
     def recover(self) -> list[Job]:
         """Jobs left running by a dead server end as interrupted; they are never re-run."""
@@ -369,12 +361,12 @@ class Store:
             if ok:
                 self.db.executemany("UPDATE jobs SET unmet = unmet - 1 WHERE id = ? AND "
                                     "state = 'queued'", [(i,) for i in waiting])
-                self._told().unblocked = True
+                self._settled.unblocked = True
                 continue
             for job_id in waiting:
                 if self._fail_unrun(job_id, f"job {ended} it needed ended: {how}", time.time()):
                     self.db.execute("DELETE FROM deps WHERE job_id = ?", (job_id,))
-                    self._told().failed.append(self.get(job_id))
+                    self._settled.failed.append(self.get(job_id))
                     work.append((job_id, False, JobState.FAILED.value))
 
     def _fail_unrun(self, job_id: int, reason: str, now: float) -> bool:
@@ -401,10 +393,9 @@ class Store:
             "ORDER BY state = 'queued', id LIMIT ?", (limit,))]
 
     def recent(self, limit: int) -> list[Job]:
-        rows = self.db.execute(
+        return [_job(r) for r in reversed(self.db.execute(
             "SELECT * FROM jobs WHERE state NOT IN ('running', 'queued') "
-            "ORDER BY finished DESC LIMIT ?", (limit,)).fetchall()
-        return [_job(r) for r in reversed(rows)]
+            "ORDER BY finished DESC LIMIT ?", (limit,)).fetchall())]
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute(

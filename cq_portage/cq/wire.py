@@ -104,8 +104,8 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
         raise BadRequest(f"more than {limits.max_args} arguments")
     if len(msg.env) > limits.max_env + 1:
         raise BadRequest(f"more than {limits.max_env} environment entries")
-    if isinstance(msg.command, bytes):
-        raise BadRequest("command is not valid UTF-8")
+    command = _strings([msg.command], "the command", limits)
+    command = command[0] if command else ""
     args = _strings(msg.args, "an argument", limits)
     env = parse_env(_strings(msg.env, "an environment entry", limits))
     for text in (msg.request_id, msg.dedupe_key):
@@ -116,8 +116,6 @@ def parse_request(payload: bytes, limits: Limits) -> Request:
     op = msg.op
     if op not in Op.values():
         raise BadRequest(f"unknown operation {op}")
-    command = _strings([msg.command], "the command", limits)
-    command = command[0] if command else ""
     if op == Op.SUBMIT:
         if not args and command:
             args = [command]
