@@ -13,7 +13,6 @@ from cq_portage.emerge.common import EXIT_USAGE, Output
 from cq_portage.emerge.pretend import run_pretend
 from cq_portage.emerge.profile_yaml import CONFIG_ENV, DEFAULT_CONFIG, config_path, load_config
 from cq_portage.emerge.profiles import Config, GroupProfile
-from cq_portage.ssh import quiet_paramiko
 from cq_portage.yamlfile import ConfigError
 
 
@@ -88,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     if args.verbose:
         logging.getLogger("cq_portage").setLevel(logging.DEBUG)
-    quiet_paramiko(args.verbose)
     try:
         config = load_config(config_path(args.config))
         if args.host_groups:
@@ -114,9 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"cq-emerge: error: {fleet}", file=sys.stderr)
         return EXIT_USAGE
-    if fleet:
+    if fleet:  # the one mode that uses SSH: paramiko is loaded for it alone
         from cq_portage.emerge.fleet import run_fleet
+        from cq_portage.ssh import quiet_paramiko
 
+        quiet_paramiko(args.verbose)
         return run_fleet(config, groups, output, pretend=args.pretend, ask=args.ask)
     if args.pretend:
         return run_pretend(groups, output, unreachable=config.binhost.unreachable)
