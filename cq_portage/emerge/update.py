@@ -46,7 +46,7 @@ def wait_all(client: Client, ids: Iterable[int], on_end: Callable[[int, Outcome]
     ended: set[int] = set()
     current = 0
 
-    def poll(_rep) -> None:
+    def poll(_job) -> None:  # the job waited for, still queued or running
         jobs = client.list()
         on_poll(jobs)
         active = {j.id for j in jobs if not j.state.ended}
