@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def wait_for(check, timeout: float = 20.0, what: str = "condition"):
+    """Poll check() until it is true; returns what it returned."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(0.05)
+    return result
 
 
 def cq_client(server, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

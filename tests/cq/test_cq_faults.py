@@ -11,6 +11,8 @@ from cq_portage.cq.client import Refused
 from cq_portage.cq.job import JobState, Status
 from cq_portage.cq.wire import Op, build_request, job_state
 
+from helpers import wait_for
+
 BEYOND_SQLITE = 1 << 63  # one past the largest job id SQLite can hold
 
 
@@ -233,20 +235,15 @@ def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server
         # The job ends while nothing can be recorded: waiters hear how it ended, the store
         # keeps it as running until it has room.
         go.touch()
-        deadline = time.monotonic() + 10
-        while "cannot record the end of job" not in server.log.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: "cannot record the end of job" in server.log.read_text(), 10,
+                 "the failed record")
         outcome = client.wait(job)
         assert (outcome.state, outcome.exit_status) == ("done", 3)
         assert stored_state(server, job) == "running"
 
         # Space comes back: the result is recorded within seconds, no restart.
         (server.state_dir / "filler").unlink()
-        freed = time.monotonic()
-        while stored_state(server, job) != "done":
-            assert time.monotonic() - freed < 5
-            time.sleep(0.1)
+        wait_for(lambda: stored_state(server, job) == "done", 5, "the end recorded")
         assert client.run(["true"]).ok
         assert server.process.pid == pid and server.process.poll() is None
 
@@ -274,10 +271,8 @@ def test_sigterm_on_a_full_disk_ends_within_the_grace(tmpfs_server, tmp_path):
         wait_running(client, job)
         fill(server.state_dir)
         go.touch()
-        deadline = time.monotonic() + 10
-        while "cannot record the end of job" not in server.log.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: "cannot record the end of job" in server.log.read_text(), 10,
+                 "the failed record")
     started = time.monotonic()
     assert server.stop(timeout=2 + 5) == 0
     assert time.monotonic() - started < 2 + 5

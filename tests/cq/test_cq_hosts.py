@@ -18,7 +18,7 @@ from cq_portage.cq.job import JobState, Status
 from cq_portage.sandbox.server import wait_running
 from cq_portage.sandbox.sshd import Sshd
 
-from helpers import cq_client, original_client_request, raw_exchange
+from helpers import cq_client, original_client_request, raw_exchange, wait_for
 
 # Short enough for tests: a frozen host is noticed within check + connect seconds.
 FAST_SSH = {"connect_timeout": 2, "check_seconds": 1, "retry_seconds": 0.5}
@@ -42,15 +42,6 @@ def sshds(tmp_path):
     for sshd in started:
         sshd.thaw()
         sshd.stop()
-
-
-def wait_for(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.05)
-    return result
 
 
 def hosts(client) -> dict:

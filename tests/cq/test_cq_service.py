@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import yaml
 
@@ -13,14 +12,7 @@ from cq_portage.cq.client import Refused
 from cq_portage.sandbox.processes import running as alive
 from cq_portage.sandbox.server import wait_running
 
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
+from helpers import wait_for
 
 
 def start_daemon(server, tmp_path, config: dict) -> int:

@@ -17,6 +17,8 @@ from cq_portage.sandbox.processes import running
 from cq_portage.sandbox.server import free_port
 from cq_portage.sandbox.sshd import Sshd
 
+from helpers import wait_for
+
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
@@ -47,15 +49,6 @@ def run(runner: SshRunner, argv: list[str], env: dict[str, str] | None = None) -
     out = io.BytesIO()
     status = runner.run(argv, env or {}, out)
     return status, out.getvalue().decode()
-
-
-def wait_until(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # -- URLs and command lines ---------------------------------------------------------------------
@@ -261,7 +254,7 @@ def run_in_thread(runner: SshRunner, argv: list[str]) -> tuple[threading.Thread,
 
 
 def started_pid(pidfile: Path) -> int:
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
     return int(pidfile.read_text())
 
 
@@ -273,7 +266,7 @@ def test_stop_ends_a_long_command(runner, tmp_path):
     assert runner.stop()
     thread.join(10)
     assert result == {"status": 143}
-    assert wait_until(lambda: not running(pid), 5)
+    assert wait_for(lambda: not running(pid), 5)
 
 
 def test_stop_kills_a_command_that_ignores_sigterm(sshd, tmp_path):
@@ -286,7 +279,7 @@ def test_stop_kills_a_command_that_ignores_sigterm(sshd, tmp_path):
         runner.stop()
         thread.join(10)
         assert result == {"status": 137} and 0.9 < time.monotonic() - started < 5
-        assert wait_until(lambda: not running(pid), 5)
+        assert wait_for(lambda: not running(pid), 5)
 
 
 def test_the_command_ends_with_its_connection(runner, tmp_path):
@@ -296,7 +289,7 @@ def test_the_command_ends_with_its_connection(runner, tmp_path):
     runner.close()  # what a dying cq-server does too
     thread.join(10)
     assert isinstance(result.get("error"), SshLost)
-    assert wait_until(lambda: not running(pid), 5)
+    assert wait_for(lambda: not running(pid), 5)
     assert run(runner, ["true"])[0] == 0  # and the runner connects again
 
 
@@ -327,7 +320,7 @@ def test_frozen_host_is_not_alive_within_the_timeout(own_sshd):
     assert not runner.alive(timeout=1)
     assert time.monotonic() - started < 3
     own_sshd.thaw()
-    assert wait_until(runner.alive, 10)
+    assert wait_for(runner.alive, 10)
 
 
 def test_connection_lost_while_running_is_sshlost(own_sshd):

@@ -8,18 +8,17 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from cq_portage.cq.client import Refused
 from cq_portage.sandbox.processes import running as alive
 from cq_portage.sandbox.processes import wait_listening
+
+from helpers import wait_for
 
 NOBODY = 65534
 DEEP = 50_000  # levels of nesting in a hostile config
@@ -81,10 +80,7 @@ def test_sighup_with_a_limit_beyond_bounds_keeps_the_old_config(make_server):
     config = server.folder / "cq-server.yaml"
     config.write_text("limits: {max_request_bytes: 99999999999999999999}\n")
     server.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "configuration not reloaded" not in server.log.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: "configuration not reloaded" in server.log.read_text(), 10, "no reload")
     assert "limits.max_request_bytes must be between 1 and 16777216" in server.log.read_text()
     with server.client() as client:
         assert client.run(["true"]).ok
@@ -260,18 +256,12 @@ def test_daemon_returns_when_ready_and_takes_signals_at_once(idle, tmp_path):
         pid = int(pid_file.read_text())  # there as soon as --daemon returns
         os.kill(pid, sig)  # what logrotate's postrotate would do
         if sig == signal.SIGHUP:
-            deadline = time.monotonic() + 10
-            while "configuration reloaded" not in log.read_text():
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_for(lambda: "configuration reloaded" in log.read_text(), 10, "the reload")
             with idle.client() as client:
                 assert client.run(["true"]).ok
             assert alive(pid)
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while alive(pid):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(lambda: not alive(pid), 15, "the server's exit")
         assert not pid_file.exists()
     assert "Traceback" not in log.read_text()
 
@@ -288,10 +278,7 @@ def test_a_stale_pid_file_is_taken_over_and_a_live_one_refused(idle, tmp_path):
     again = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert_one_line(again, 1, f"already running as pid {pid}")
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while alive(pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: not alive(pid), 10, "the killed server's exit")
     assert int(pid_file.read_text()) == pid  # left behind
     assert subprocess.run(argv, capture_output=True, text=True, timeout=30).returncode == 0
     new = int(pid_file.read_text())
