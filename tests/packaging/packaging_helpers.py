@@ -9,9 +9,11 @@ stubs do not know makes the run fail instead of being skipped over.
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -219,6 +221,21 @@ def dist_tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def systemd_unit(path: Path) -> configparser.ConfigParser:
+    # strict=False: systemd allows a key more than once; no interpolation ($MAINPID, %i).
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read_string(path.read_text())
+    return cp
+
+
+def span(value: str) -> float:
+    """A systemd time span as seconds ("30min", "1h", "90s", "600")."""
+    assert re.fullmatch(r"(\s*\d+\s*[a-z]*)+\s*", value), f"unexpected time span {value!r}"
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600}
+    return float(sum(int(n) * units[unit] for n, unit in re.findall(r"(\d+)\s*([a-z]*)", value)))
 
 
 def tarball_name() -> str:

@@ -4,31 +4,14 @@ installs."""
 
 from __future__ import annotations
 
-import configparser
 import re
 import shlex
 
-from packaging_helpers import REPO, source_ebuild
+from packaging_helpers import REPO, source_ebuild, span, systemd_unit
 
 SYSTEMD = REPO / "etc" / "systemd"
 EBUILD = REPO / "ebuild" / "app-admin" / "cq-portage" / "cq-portage-9999.ebuild"
 UNITDIR = "/usr/lib/systemd/system"
-
-
-def unit(name: str) -> configparser.ConfigParser:
-    cp = configparser.ConfigParser(strict=False, interpolation=None)
-    cp.optionxform = str
-    cp.read_string((SYSTEMD / name).read_text())
-    return cp
-
-
-def span(value: str) -> float:
-    """A systemd time span as seconds ("30min", "1h", "90s", "600")."""
-    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600}
-    total = 0.0
-    for number, suffix in re.findall(r"(\d+)\s*([a-z]*)", value):
-        total += int(number) * units[suffix]
-    return total
 
 
 def calendar_minutes(value: str) -> int:
@@ -44,28 +27,28 @@ def test_units_are_installed_and_run_installed_programs():
     for name in ("cq-portage-nightly", "cq-portage-sync"):
         for kind in ("service", "timer"):
             assert f"{UNITDIR}/{name}.{kind}" in installed
-        service = unit(f"{name}.service")["Service"]
+        service = systemd_unit(SYSTEMD / f"{name}.service")["Service"]
         assert service["Type"] == "oneshot"
         argv = shlex.split(service["ExecStart"])
         assert argv[0] in executables, f"{argv[0]} is not installed"
-        timer = unit(f"{name}.timer")
+        timer = systemd_unit(SYSTEMD / f"{name}.timer")
         assert timer["Install"]["WantedBy"] == "timers.target"  # `enable` is the one step
         assert "[Install]" not in (SYSTEMD / f"{name}.service").read_text(), \
             "only the timer is enabled"
 
 
 def test_clients_spread_over_half_an_hour_after_the_build_host_synced():
-    nightly = unit("cq-portage-nightly.timer")["Timer"]
-    sync = unit("cq-portage-sync.timer")["Timer"]
+    nightly = systemd_unit(SYSTEMD / "cq-portage-nightly.timer")["Timer"]
+    sync = systemd_unit(SYSTEMD / "cq-portage-sync.timer")["Timer"]
     assert span(nightly["RandomizedDelaySec"]) >= 30 * 60
     assert span(sync.get("RandomizedDelaySec", "0")) == 0, "one host: no reason to wait"
     gap = calendar_minutes(nightly["OnCalendar"]) - calendar_minutes(sync["OnCalendar"])
     assert gap >= 30, "the build host's tree must be synced before the clients start"
     # The timer spreads the start: the script must not wait a second time.
-    env = unit("cq-portage-nightly.service")["Service"]["Environment"]
+    env = systemd_unit(SYSTEMD / "cq-portage-nightly.service")["Service"]["Environment"]
     assert "CQ_NIGHTLY_DELAY=0" in shlex.split(env)
-    assert shlex.split(unit("cq-portage-sync.service")["Service"]["ExecStart"])[1:] == \
-        ["--sync-only"]
+    sync_only = systemd_unit(SYSTEMD / "cq-portage-sync.service")["Service"]["ExecStart"]
+    assert shlex.split(sync_only)[1:] == ["--sync-only"]
 
 
 def test_shipped_mirror_examples_go_to_usr_share_not_etc():

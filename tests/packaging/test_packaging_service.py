@@ -4,7 +4,6 @@ the example configs agree with each other and with cq-server itself."""
 from __future__ import annotations
 
 import ast
-import configparser
 import re
 import shlex
 import shutil
@@ -17,7 +16,7 @@ import yaml
 
 from cq_portage.cq.config import DEFAULT_STATE_DIR, ServerConfig, load_config
 from cq_portage.cq.server_cli import parser as server_parser
-from packaging_helpers import REPO
+from packaging_helpers import REPO, span, systemd_unit
 
 INIT = REPO / "etc" / "init.d" / "cq-server"
 CONFD = REPO / "etc" / "conf.d" / "cq-server"
@@ -96,20 +95,6 @@ def server_args(args: list[str]):
         return server_parser().parse_args(args)
     except SystemExit:
         pytest.fail(f"cq-server rejects its service command line {args}")
-
-
-def unit() -> configparser.ConfigParser:
-    # strict=False: systemd allows a key more than once; no interpolation ($MAINPID, %i).
-    cp = configparser.ConfigParser(strict=False, interpolation=None)
-    cp.optionxform = str
-    cp.read_string(UNIT.read_text())
-    return cp
-
-
-def seconds(value: str) -> float:
-    m = re.fullmatch(r"(\d+)\s*(s|sec|min|m)?", value.strip())
-    assert m, f"unexpected time span {value!r}"
-    return float(m[1]) * (60 if m[2] in ("min", "m") else 1)
 
 
 def largest_stop_grace() -> float:
@@ -235,7 +220,7 @@ def unit_values(path: Path, key: str) -> list[str]:
 
 
 def test_systemd_unit_orders_after_munge_and_reloads_with_hup():
-    u = unit()
+    u = systemd_unit(UNIT)
     assert "munge.service" in u["Unit"]["After"].split()
     assert "munge.service" in (u["Unit"].get("Wants", "") + " " +
                                u["Unit"].get("Requires", "")).split()
@@ -259,7 +244,7 @@ def test_systemd_checks_the_config_before_start_and_reload():
 
 
 def test_systemd_unit_runs_cq_server_in_the_foreground():
-    service = unit()["Service"]
+    service = systemd_unit(UNIT)["Service"]
     # notify: ready once it listens (cq_portage/cq/sdnotify.py, tested in test_cq_startup)
     assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
     argv = shlex.split(service["ExecStart"].replace("$CQ_SERVER_OPTS", ""))
@@ -268,15 +253,15 @@ def test_systemd_unit_runs_cq_server_in_the_foreground():
 
 
 def test_systemd_stop_leaves_the_job_to_cq_server():
-    service = unit()["Service"]
+    service = systemd_unit(UNIT)["Service"]
     assert service.get("KillSignal", "SIGTERM") in ("SIGTERM", "TERM")
     # control-group (the default) would SIGTERM the running build at once.
     assert service["KillMode"] == "mixed"
-    assert seconds(service["TimeoutStopSec"]) > largest_stop_grace()
+    assert span(service["TimeoutStopSec"]) > largest_stop_grace()
 
 
 def test_systemd_state_directory_is_the_default_state_dir():
-    service = unit()["Service"]
+    service = systemd_unit(UNIT)["Service"]
     assert f"/var/lib/{service['StateDirectory']}" == str(DEFAULT_STATE_DIR)
     assert service["LogsDirectory"] == "cq"
 
@@ -288,7 +273,7 @@ def test_systemd_state_directory_is_the_default_state_dir():
 def test_systemd_hardening_leaves_emerge_working(setting):
     """Builds write /usr, /etc and /var/db/pkg, make setuid files, use tmpfs on
     /var/tmp/portage and /lib/modules: these settings would break some of them."""
-    value = unit()["Service"].get(setting, "no").strip().lower()
+    value = systemd_unit(UNIT)["Service"].get(setting, "no").strip().lower()
     assert value in ("no", "false", "0", ""), f"{setting}={value} breaks emerge jobs"
 
 
@@ -365,7 +350,7 @@ def test_server_example_loads_and_keeps_builds_as_root():
 
 def test_service_defaults_point_at_the_installed_example():
     assert "CQ_SERVER_CONFIG=\"/etc/cq/cq-server.yaml\"" in CONFD.read_text()
-    assert "/etc/cq/cq-server.yaml" in unit()["Service"]["ExecStart"]
+    assert "/etc/cq/cq-server.yaml" in systemd_unit(UNIT)["Service"]["ExecStart"]
 
 
 def test_emerge_example_parses():
