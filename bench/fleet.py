@@ -34,13 +34,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests/emerge")]
 
 from fleet_helpers import Fleet, make_fleet  # noqa: E402
-from site_helpers import Site, make_site  # noqa: E402
+from site_helpers import Site, edited_config, make_site  # noqa: E402
 
 from cq_portage.sandbox.munge import Munged  # noqa: E402
 from cq_portage.sandbox.prefix import write_vdb_entry  # noqa: E402
@@ -101,9 +99,8 @@ def prepare(root: Path, munged, packages, states) -> Fleet:
     fleet.write_config({GROUP: {**PROFILE, "hosts": list(fleet.hosts)}})
     # The tests' 5 s liveness bound drops hosts of a machine loaded by others: this run
     # measures speed, so a slow answer is still an answer.
-    config = yaml.safe_load(fleet.config.read_text())
-    config["ssh"]["connect_timeout"] = SSH_TIMEOUT
-    fleet.config.write_text(yaml.safe_dump(config))
+    edited_config(fleet.config, fleet.config,
+                  lambda c: c["ssh"].update(connect_timeout=SSH_TIMEOUT))
     return fleet
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,7 @@ class Site:
 
     def host_config(self, folder: Path, **host) -> Path:
         """The site's config with a host: section, as one client host would have it."""
-        config = yaml.safe_load(self.config.read_text())
-        config["host"] = host
-        path = folder / "cq-portage.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return edited_config(self.config, folder / "cq-portage.yaml", lambda c: c.update(host=host))
 
     def hold_queue(self, seconds: float) -> None:
         """A busy build host: what is submitted next stays queued for a while."""
@@ -95,6 +92,14 @@ class Site:
         """The atoms of every build job the server has run (or is running)."""
         with self.server.client() as client:
             return [j.args[-1] for j in client.list() if j.args[-1].startswith("=")]
+
+
+def edited_config(path: Path, to: Path, edit: Callable[[dict], object]) -> Path:
+    """The config file `path`, changed by edit(its content), written to `to` (may be `path`)."""
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    to.write_text(yaml.safe_dump(config))
+    return to
 
 
 def make_site(root: Path, munged, server_config: dict | None = None,

@@ -27,7 +27,7 @@ from cq_portage.sandbox.binhost import Binhost, write_index
 from cq_portage.sandbox.prefix import Prefix
 from cq_portage.sandbox.signing import SigningKey, client_gnupg_home, stop_agent, trust
 from cq_portage.sandbox.repository import Ebuild
-from site_helpers import Site, make_site
+from site_helpers import Site, edited_config, make_site
 
 REPO = [
     Ebuild("dev-libs/liba-1", iuse=("ssl",)),
@@ -115,10 +115,8 @@ def test_an_unreachable_binhost_is_one_line_and_builds_only_when_asked(site, tmp
     assert done.stdout == ""
     assert site.jobs_run() == []
 
-    config = yaml.safe_load(site.config.read_text())
-    config["binhost"] = {"unreachable": "build"}
-    fallback = tmp_path / "fallback.yaml"
-    fallback.write_text(yaml.safe_dump(config))
+    fallback = edited_config(site.config, tmp_path / "fallback.yaml",
+                             lambda c: c.update(binhost={"unreachable": "build"}))
     done = web1.run(*_cli(fallback), "--pretend", "--json", "--group", "web", check=False)
     assert done.returncode == 0, done.stderr
     assert [p["action"] for p in json.loads(done.stdout)["plans"][0]["packages"]] == \
@@ -269,10 +267,8 @@ def test_binhost_url_in_the_config_serves_a_client_without_binrepos_conf(site, t
     assert site.cq_emerge(web1, "--group", "web").returncode == 0
     plain = site.sandbox.add_prefix("plain", pkgdir=site.sandbox.root / "plain-packages")
     plain.write_world("app-misc/tool")
-    config = yaml.safe_load(site.config.read_text())
-    config["binhost"] = {"url": site.binhost.url}
-    path = tmp_path / "with-url.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = edited_config(site.config, tmp_path / "with-url.yaml",
+                         lambda c: c.update(binhost={"url": site.binhost.url}))
     plan = json.loads(plain.run(*_cli(path), "--pretend", "--json", "--group", "web").stdout)
     assert [p["action"] for p in plan["plans"][0]["packages"]] == ["binary"] * 3
     assert plan["plans"][0]["install_env"]["PORTAGE_BINHOST"] == site.binhost.url
@@ -333,9 +329,8 @@ def test_fleet_mode_works_over_the_binhost(site, tmp_path):
         # Small on purpose: a fleet run on this 2-core machine nears pytest's 300 s limit.
         fleet.write_config({"fweb": {"use": "ssl", "hosts": ["h1"]},
                             "fdb": {"use": "-ssl", "hosts": ["h2"]}})
-        config = yaml.safe_load(fleet.config.read_text())
-        config["ssh"]["connect_timeout"] = 60  # a host planning on a loaded machine is slow
-        fleet.config.write_text(yaml.safe_dump(config))
+        # A host planning on a loaded machine is slow.
+        edited_config(fleet.config, fleet.config, lambda c: c["ssh"].update(connect_timeout=60))
         code, summary = fleet.cq_emerge_json("--group", "fweb", "--group", "fdb")
         assert code == 0, json.dumps(summary["hosts"], indent=1)[-3000:]
         assert summary["builds"]["submitted"] == 2  # liba with ssl, and without

@@ -13,9 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 from fleet_helpers import Fleet, make_fleet
-from site_helpers import make_site
+from site_helpers import edited_config, make_site
 
 from cq_portage.emerge.remote import split_json
 from cq_portage.sandbox.repository import Ebuild
@@ -199,10 +198,8 @@ def test_unreachable_host_and_unknown_host_key_do_not_stop_the_others(fleet):
 
 
 def test_unreachable_server_is_one_line_and_exit_1(fleet, tmp_path):
-    config = yaml.safe_load(fleet.config.read_text())
-    config["server"].update(port=1, timeout=1)
-    path = tmp_path / "cq-portage.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = edited_config(fleet.config, tmp_path / "cq-portage.yaml",
+                         lambda c: c["server"].update(port=1, timeout=1))
     done = fleet.cq_emerge("--config", str(path), "--group", "flate", "--quiet")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [  # after the plans, before any install
@@ -314,10 +311,8 @@ def test_a_host_that_freezes_is_given_up_and_the_others_finish(fleet):
 
 
 def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
-    config = yaml.safe_load(fleet.config.read_text())
-    config["ssh"]["command"] = ["no-such-cq-emerge"]
-    path = tmp_path / "cq-portage.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = edited_config(fleet.config, tmp_path / "cq-portage.yaml",
+                         lambda c: c["ssh"].update(command=["no-such-cq-emerge"]))
     done = fleet.cq_emerge("--config", str(path), "--group", "fweb", "--pretend")
     assert done.returncode == 1
     for name in ("h1", "h2"):
@@ -327,10 +322,9 @@ def test_a_missing_remote_cq_emerge_is_reported_per_host(fleet, tmp_path):
 
 
 def test_a_host_whose_config_differs_is_warned_about(fleet, tmp_path):
-    config = yaml.safe_load(fleet.config.read_text())
-    config["groups"]["fweb"]["use"] = "ssl X"  # the admin's copy drifted; the hosts' did not
-    path = tmp_path / "cq-portage.yaml"
-    path.write_text(yaml.safe_dump(config))
+    # The admin's copy drifted; the hosts' did not.
+    path = edited_config(fleet.config, tmp_path / "cq-portage.yaml",
+                         lambda c: c["groups"]["fweb"].update(use="ssl X"))
     done = fleet.cq_emerge("--config", str(path), "--group", "fweb", "--pretend")
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cq_portage.sandbox.prefix import Prefix
 from cq_portage.sandbox.repository import Ebuild
 from cq_portage.emerge.jobs import wire_key
-from site_helpers import make_site
+from site_helpers import edited_config, make_site
 
 TREE = Path(__file__).resolve().parents[2]
 HOOK = TREE / "etc/portage/postsync.d/cq-portage"
@@ -46,12 +45,10 @@ def site(tmp_path_factory, munged):
 
 
 def write_config(site, folder: Path, group: str, package: str) -> Path:
-    config = yaml.safe_load(site.config.read_text())
-    config["groups"][group] = {"packages": [package]}
-    config["host"] = {"groups": [group]}
-    path = folder / "cq-portage.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    def edit(config: dict) -> None:
+        config["groups"][group] = {"packages": [package]}
+        config["host"] = {"groups": [group]}
+    return edited_config(site.config, folder / "cq-portage.yaml", edit)
 
 
 def add_synced_repository(prefix: Prefix, folder: Path) -> None:

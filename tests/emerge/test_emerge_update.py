@@ -13,10 +13,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cq_portage.sandbox.processes import running as alive
-from site_helpers import Site, make_site
+from site_helpers import Site, edited_config, make_site
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, munged):
@@ -111,11 +110,8 @@ def test_detached_run_installs_in_the_background(site):
 
 
 def test_unreachable_server_is_one_line_and_exit_1(site, tmp_path):
-    config = yaml.safe_load(site.config.read_text())
-    config["server"]["port"] = 1
-    config["server"]["timeout"] = 1
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
+    bad = edited_config(site.config, tmp_path / "bad.yaml",
+                        lambda c: c["server"].update(port=1, timeout=1))
     host = site.client("lonely")
     result = subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
                              str(bad), "--group", "unbuilt", "--quiet"], env=host.env(),
