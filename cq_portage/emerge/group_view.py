@@ -53,18 +53,12 @@ def group_trees(base: portage._trees_dict, base_environ: Mapping[str, str],
 def _group_environ(base: Mapping[str, str], group: GroupProfile) -> dict[str, str]:
     """The process environment with the group's variables exported on top, the way
     `USE=... ABI_X86=... emerge` sees them (USE is incremental, so it adds to make.conf)."""
-    environ = dict(base)
-    for key, value in group.portage_env().items():
-        environ[key] = value
-    return environ
+    return {**base, **group.portage_env()}
 
 
 def _add_package_use(settings: portage.config, lines: Iterable[PackageUse]) -> None:
     """Add a group's package.use lines after the user's own (so they win), in the config's
     private USE manager: the only way to add package.use without writing a file."""
-    lines = list(lines)
-    if not lines:
-        return
     # A config built from scratch owns its UseManager; clones would share it.
     pusedict = settings._use_manager._pusedict
     for line in lines:

@@ -221,14 +221,9 @@ class Planner:
         if not success:
             raise PlanError(group.name, output.getvalue())
         _log_output(output)
-        merges, uninstalls = [], []
-        for task in graph.altlist():
-            if not isinstance(task, Package):
-                continue
-            if task.operation == "merge":
-                merges.append(task)
-            elif task.operation == "uninstall":
-                uninstalls.append(task.cpv)
+        tasks = [task for task in graph.altlist() if isinstance(task, Package)]
+        merges = [task for task in tasks if task.operation == "merge"]
+        uninstalls = tuple(task.cpv for task in tasks if task.operation == "uninstall")
         use_expand = tuple(v.lower() for v in settings.get("USE_EXPAND", "").split())
         depends = _plan_dependencies(graph, merges)
         against = _built_against(graph, merges)
@@ -236,7 +231,7 @@ class Planner:
         return Plan(group=group,
                     entries=tuple(self._entry(pkg, trees, group, depends[pkg], against[pkg],
                                               merge_with[pkg]) for pkg in merges),
-                    use_expand=use_expand, uninstalls=tuple(uninstalls),
+                    use_expand=use_expand, uninstalls=uninstalls,
                     binhost_indexes=self._binhost_indexes,
                     install_env=tuple((k, self._setup.environ[k]) for k in INSTALL_VARS
                                       if self._binhost_indexes and self._setup.environ.get(k)))
@@ -379,11 +374,7 @@ def _operation(pkg: Package, vardb) -> tuple[str, str | None]:
         return ("new-slot" if vardb.match(Atom(pkg.cp)) else "new"), None
     installed = in_slot[-1]
     order = vercmp(pkg.version, installed.version)
-    if order > 0:
-        return "update", str(installed)
-    if order < 0:
-        return "downgrade", str(installed)
-    return "reinstall", str(installed)
+    return ("update" if order > 0 else "downgrade" if order < 0 else "reinstall"), str(installed)
 
 
 @contextlib.contextmanager

@@ -169,6 +169,14 @@ def _assert_plans_equal(prefix: Prefix, tmp_path: Path,
     return plans
 
 
+def _same_plan(prefix: Prefix, tmp_path: Path, targets: list[str],
+               kinds: list[tuple[str, str]]) -> list[dict]:
+    """Real emerge merges `kinds` for `targets`, and cq-emerge's plan equals its own."""
+    expected = emerge_plan(prefix, targets, usepkg=True)
+    assert _kinds(expected) == kinds, targets
+    return _assert_plan_equals(prefix, tmp_path, targets, expected)
+
+
 def _build_id(instance: dict[str, str]) -> int:
     return int(instance["BUILD_ID"])
 
@@ -181,11 +189,8 @@ def test_stale_sub_slot_binary_is_rebuilt(site, tmp_path):
                        "--binpkg-respect-use=y", "app-misc/consumer")
     assert re.search(r"^\[ebuild\s+rR\s*\]\s+app-misc/consumer-1.0", done.stdout, re.M), \
         done.stdout
-    expected = emerge_plan(site.client, ["app-misc/consumer"], usepkg=True)
-    assert _kinds(expected) == [("ebuild", "dev-libs/libz-2"),
-                                ("ebuild", "app-misc/consumer-1.0")]
-
-    ours = _assert_plan_equals(site.client, tmp_path, ["app-misc/consumer"], expected)
+    ours = _same_plan(site.client, tmp_path, ["app-misc/consumer"],
+                      [("ebuild", "dev-libs/libz-2"), ("ebuild", "app-misc/consumer-1.0")])
     assert ours[1]["operation"] == "reinstall"
     assert ours[1]["built_against"] == ["dev-libs/libz:0/2"]
 
@@ -232,9 +237,7 @@ def test_usepkg_exclude_and_include(site, tmp_path, variant, targets, kinds):
     prefix = site.variants[variant]
     assert _kinds(emerge_plan(site.client, targets, usepkg=True)) == \
         [("binary", k[1]) for k in kinds]  # without the setting both are binaries
-    expected = emerge_plan(prefix, targets, usepkg=True)
-    assert _kinds(expected) == kinds
-    _assert_plan_equals(prefix, tmp_path, targets, expected)
+    _same_plan(prefix, tmp_path, targets, kinds)
 
 
 def test_user_patches(site, tmp_path):
@@ -246,16 +249,10 @@ def test_user_patches(site, tmp_path):
     assert not plain.get("USER_PATCHES") and with_patch.get("USER_PATCHES"), \
         (plain, with_patch)
     targets = ["app-misc/patched", "app-misc/patched-same"]
-    patched = site.variants["patched"]
-    expected = emerge_plan(patched, targets, usepkg=True)
-    assert _kinds(expected) == [("ebuild", "app-misc/patched-1.0"),
-                                ("binary", "app-misc/patched-same-1.0")]
-    _assert_plan_equals(patched, tmp_path, targets, expected)
-
-    expected = emerge_plan(site.client, targets, usepkg=True)
-    assert _kinds(expected) == [("binary", "app-misc/patched-1.0"),
-                                ("ebuild", "app-misc/patched-same-1.0")]
-    _assert_plan_equals(site.client, tmp_path, targets, expected)
+    _same_plan(site.variants["patched"], tmp_path, targets,
+               [("ebuild", "app-misc/patched-1.0"), ("binary", "app-misc/patched-same-1.0")])
+    _same_plan(site.client, tmp_path, targets,
+               [("binary", "app-misc/patched-1.0"), ("ebuild", "app-misc/patched-same-1.0")])
 
 
 def test_keywords_not_accepted(site, tmp_path):
@@ -280,15 +277,10 @@ def test_changed_deps(site, tmp_path):
     --binpkg-changed-deps=auto rejects the binary; =n in make.conf takes it."""
     [instance] = _instances(site.sandbox, "app-misc/chdeps-1.0")
     assert not instance.get("RDEPEND")
-    expected = emerge_plan(site.client, ["app-misc/chdeps"], usepkg=True)
-    assert _kinds(expected) == [("ebuild", "dev-libs/chdep-1.0"),
-                                ("ebuild", "app-misc/chdeps-1.0")]
-    _assert_plan_equals(site.client, tmp_path, ["app-misc/chdeps"], expected)
-
-    prefix = site.variants["no-changed-deps"]
-    expected = emerge_plan(prefix, ["app-misc/chdeps"], usepkg=True)
-    assert _kinds(expected) == [("binary", "app-misc/chdeps-1.0")]
-    _assert_plan_equals(prefix, tmp_path, ["app-misc/chdeps"], expected)
+    _same_plan(site.client, tmp_path, ["app-misc/chdeps"],
+               [("ebuild", "dev-libs/chdep-1.0"), ("ebuild", "app-misc/chdeps-1.0")])
+    _same_plan(site.variants["no-changed-deps"], tmp_path, ["app-misc/chdeps"],
+               [("binary", "app-misc/chdeps-1.0")])
 
 
 @pytest.mark.parametrize("cpv, old_slot, new_slot", [
@@ -304,18 +296,10 @@ def test_binary_with_another_slot(site, tmp_path, cpv, old_slot, new_slot):
     assert site.sandbox.repository.ebuilds[cpv].slot == new_slot
     cpn = cpv.rsplit("-", 1)[0]
 
-    expected = emerge_plan(site.client, [cpn], usepkg=True)
-    assert _kinds(expected) == [("binary", cpv)]
-    _assert_plan_equals(site.client, tmp_path, [cpn], expected)
-
-    expected = emerge_plan(site.client, [f"{cpn}:{new_slot}"], usepkg=True)
-    assert _kinds(expected) == [("ebuild", cpv)]
-    _assert_plan_equals(site.client, tmp_path, [f"{cpn}:{new_slot}"], expected)
-
-    prefix = site.variants["changed-slot"]  # make.conf: EMERGE_DEFAULT_OPTS="--changed-slot"
-    expected = emerge_plan(prefix, [cpn], usepkg=True)
-    assert _kinds(expected) == [("ebuild", cpv)]
-    _assert_plan_equals(prefix, tmp_path, [cpn], expected)
+    _same_plan(site.client, tmp_path, [cpn], [("binary", cpv)])
+    _same_plan(site.client, tmp_path, [f"{cpn}:{new_slot}"], [("ebuild", cpv)])
+    # make.conf: EMERGE_DEFAULT_OPTS="--changed-slot"
+    _same_plan(site.variants["changed-slot"], tmp_path, [cpn], [("ebuild", cpv)])
 
 
 def test_binary_without_ebuild(site, tmp_path):
@@ -329,9 +313,7 @@ def test_binary_without_ebuild(site, tmp_path):
             (["app-misc/gone"], [("binary", "app-misc/gone-1.0")]),
             (["app-misc/gone-old"], [("ebuild", "app-misc/gone-old-0.9")]),
             (["=app-misc/gone-old-1.0"], [("binary", "app-misc/gone-old-1.0")])):
-        expected = emerge_plan(site.client, targets, usepkg=True)
-        assert _kinds(expected) == kinds, targets
-        _assert_plan_equals(site.client, tmp_path, targets, expected)
+        _same_plan(site.client, tmp_path, targets, kinds)
 
 
 @pytest.mark.parametrize("variant, targets, group", [

@@ -70,10 +70,13 @@ def test_job_order_survives_plans_that_disagree():
     assert [job.cpv for job in jobs] == ["x/one-1", "x/two-1"]
 
 
+def _run(argv: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
 def _in_prefix(prefix, code: str) -> str:
     """Run Python with cq_portage in a prefix's environment (Portage is imported there)."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=prefix.env(),
-                          capture_output=True, text=True, timeout=300)
+    done = _run([sys.executable, "-c", textwrap.dedent(code)], prefix.env())
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -101,8 +104,7 @@ def test_jobs_built_for_real_then_install_script_installs_planned_use(world, tmp
     assert [p["action"] for p in planned.values()] == ["build", "build"]
     assert planned["app-misc/e2e-1.0"]["use"] == ["abi_x86_32", "abi_x86_64", "ssl"]
     for job in before["jobs"]:  # the build host runs them as cq-server would
-        done = subprocess.run(job["argv"], env=world.build.env(**job["env"]), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        done = _run(job["argv"], world.build.env(**job["env"]), cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
 
     after = cq_plans(client, config, "g")
@@ -111,8 +113,7 @@ def test_jobs_built_for_real_then_install_script_installs_planned_use(world, tmp
 
     script = _install_script(client, config)
     assert "--binpkg-respect-use=y" in script and "set -eu" in script
-    done = subprocess.run(["sh", "-c", script], env=client.env(), capture_output=True,
-                          text=True, timeout=300)
+    done = _run(["sh", "-c", script], client.env())
     assert done.returncode == 0, done.stdout + done.stderr
     installed = client.installed()
     for entry in after["plans"][0]["packages"]:
@@ -132,14 +133,12 @@ def test_build_jobs_pin_flags_against_the_build_hosts_own_config(world, tmp_path
     [job] = before["jobs"]
     assert job["env"] == {"CQ_PACKAGE_USE": "*/* ssl -http2\n*/* ABI_X86: -* 64 32\n"
                           "=app-misc/pinned-1.0::cqtest -X abi_x86_32 abi_x86_64 -http2 ssl"}
-    done = subprocess.run(job["argv"], env=odd.env(**job["env"]), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = _run(job["argv"], odd.env(**job["env"]), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     after = cq_plans(client, config, "g")["plans"][0]["packages"]
     assert [p["action"] for p in after] == ["binary"]
     # Without the pins the same build host makes another instance (X from its make.conf).
-    done = subprocess.run(job["argv"], cwd=tmp_path, capture_output=True, text=True,
-                          env=odd.env(CQ_PACKAGE_USE="*/* ssl -http2"), timeout=300)
+    done = _run(job["argv"], odd.env(CQ_PACKAGE_USE="*/* ssl -http2"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     built = [i.use for i in world.sandbox.binary_instances() if i.cpv == "app-misc/pinned-1.0"]
     assert frozenset(after[0]["use"]) in built
@@ -155,8 +154,7 @@ def test_install_script_picks_the_instance_of_its_group(world, tmp_path):
                               name=f"{name}.yaml")
         plan = cq_plans(client, config, "g")["plans"][0]["packages"]
         assert [p["action"] for p in plan] == ["binary"]
-        done = subprocess.run(["sh", "-c", _install_script(client, config)], env=client.env(),
-                              capture_output=True, text=True, timeout=300)
+        done = _run(["sh", "-c", _install_script(client, config)], client.env())
         assert done.returncode == 0, done.stdout + done.stderr
         installed = client.installed()["app-misc/twoinst-1.0"]
         assert installed.use == frozenset(plan[0]["use"])
@@ -168,8 +166,7 @@ def test_install_script_fails_when_no_instance_matches(world, tmp_path):
     config = write_config(tmp_path, {"g": {"use": "X", "packages": ["app-misc/binmatch"]}})
     plan = cq_plans(client, config, "g")["plans"][0]["packages"]
     assert [p["action"] for p in plan] == ["build"]
-    done = subprocess.run(["sh", "-c", _install_script(client, config)], env=client.env(),
-                          capture_output=True, text=True, timeout=300)
+    done = _run(["sh", "-c", _install_script(client, config)], client.env())
     assert done.returncode != 0
     assert "app-misc/binmatch-1.0" not in client.installed()
     # The real --usepkgonly refused the other group's instance for the reason we expect.
