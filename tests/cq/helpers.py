@@ -8,6 +8,13 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# The columns of cq.db's jobs table as version 0.1 made it: later versions add to them at start.
+JOBS_V01 = """id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL,
+    command TEXT NOT NULL, argv TEXT NOT NULL, env TEXT NOT NULL, run_uid INTEGER,
+    run_gid INTEGER, requester_uid INTEGER NOT NULL, requester_gid INTEGER NOT NULL,
+    key TEXT NOT NULL, dedupe_key TEXT, submitted REAL NOT NULL, started REAL,
+    finished REAL, internal_status INTEGER, exit_status INTEGER, error TEXT,
+    log_path TEXT, waiters INTEGER NOT NULL DEFAULT 1"""
 
 
 def wait_for(check, timeout: float = 20.0, what: str = "condition"):

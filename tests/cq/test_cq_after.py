@@ -17,8 +17,8 @@ from cq_portage.cq.job import JobState, Status
 from cq_portage.cq.wire import BadRequest, Limits, Op, build_request, parse_request
 from cq_portage.sandbox.server import hold_queue, wait_running
 
-from helpers import cq_client, original_client_request, raw_exchange
-from test_cq_hosts import FAST_SSH, ssh_host, sshds, wait_for  # noqa: F401 (a fixture)
+from helpers import JOBS_V01, cq_client, original_client_request, raw_exchange, wait_for
+from test_cq_hosts import ssh_host, sshds, with_hosts  # noqa: F401 (a fixture)
 from test_cq_security import NOBODY, credential, nobody_credential, public_munged  # noqa: F401
 
 
@@ -57,8 +57,7 @@ def test_after_on_the_wire_is_a_set_and_absent_unless_given():
 def test_a_job_waits_for_one_on_another_host_and_holds_none_of_its_requester_back(
         make_server, sshds, tmp_path):
     remote = sshds("far")
-    server = make_server({"build_hosts": {"here": None, "far": ssh_host(remote)},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(here=None, far=ssh_host(remote)))
     trace, go = tmp_path / "trace", tmp_path / "go"
     with server.client() as client:
         lib = client.submit(gated(go, trace, "lib")).job_id
@@ -93,8 +92,8 @@ def test_two_requesters_share_a_merged_build_and_the_next_waits_for_it(
                            text=True).stdout.split(":")[0]
     remote = sshds("far")
     server = make_server({"allow": {"users": ["root"], "groups": [group]},
-                          "build_hosts": {"here": None, "far": ssh_host(remote)},
-                          "ssh": FAST_SSH}, munge_socket=public_munged.socket)
+                          **with_hosts(here=None, far=ssh_host(remote))},
+                         munge_socket=public_munged.socket)
     trace = open_dir / "trace"
     lib_argv = appender(trace, "lib", 2)
     with server.client(munge_socket=public_munged.socket) as client:
@@ -279,8 +278,7 @@ def test_a_merged_submission_keeps_the_after_of_the_job_it_joined(server, make_s
 def test_a_dependency_requeued_after_its_host_went_down_is_still_waited_for(make_server,
                                                                            sshds, tmp_path):
     one, two = sshds("one"), sshds("two")
-    server = make_server({"build_hosts": {"one": ssh_host(one), "two": ssh_host(two)},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(one=ssh_host(one), two=ssh_host(two)))
     trace, go = tmp_path / "trace", tmp_path / "go"
     with server.client() as client:
         lib = client.submit(["sh", "-c", f"echo start >> {trace}; "
@@ -304,13 +302,8 @@ def test_a_queue_stored_before_after_existed_is_kept_and_runs(make_server, tmp_p
     state = tmp_path / "server" / "state"
     state.mkdir(parents=True, mode=0o750)
     db = sqlite3.connect(state / "cq.db")
-    db.executescript("""
-        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL,
-            command TEXT NOT NULL, argv TEXT NOT NULL, env TEXT NOT NULL, run_uid INTEGER,
-            run_gid INTEGER, requester_uid INTEGER NOT NULL, requester_gid INTEGER NOT NULL,
-            key TEXT NOT NULL, dedupe_key TEXT, submitted REAL NOT NULL, started REAL,
-            finished REAL, internal_status INTEGER, exit_status INTEGER, error TEXT,
-            log_path TEXT, waiters INTEGER NOT NULL DEFAULT 1,
+    db.executescript(f"""
+        CREATE TABLE jobs ({JOBS_V01},
             labels TEXT NOT NULL DEFAULT '', host TEXT, attempts INTEGER NOT NULL DEFAULT 0);
         CREATE INDEX jobs_queued_by_requester ON jobs(requester_uid, id)
             WHERE state = 'queued';

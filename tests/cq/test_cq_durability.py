@@ -13,7 +13,7 @@ from cq_portage.cq.job import JobState, Status
 from cq_portage.sandbox.processes import running as alive
 from cq_portage.sandbox.server import wait_running
 
-from helpers import cq_client
+from helpers import JOBS_V01, cq_client
 
 
 
@@ -94,13 +94,8 @@ def test_a_queue_stored_by_the_previous_version_is_kept_and_runs(make_server, tm
     state = tmp_path / "server" / "state"
     state.mkdir(parents=True)
     db = sqlite3.connect(state / "cq.db")
-    db.executescript("""
-        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL,
-            command TEXT NOT NULL, argv TEXT NOT NULL, env TEXT NOT NULL, run_uid INTEGER,
-            run_gid INTEGER, requester_uid INTEGER NOT NULL, requester_gid INTEGER NOT NULL,
-            key TEXT NOT NULL, dedupe_key TEXT, submitted REAL NOT NULL, started REAL,
-            finished REAL, internal_status INTEGER, exit_status INTEGER, error TEXT,
-            log_path TEXT, waiters INTEGER NOT NULL DEFAULT 1);
+    db.executescript(f"""
+        CREATE TABLE jobs ({JOBS_V01});
         INSERT INTO jobs (state, command, argv, env, requester_uid, requester_gid, key,
             submitted) VALUES ('queued', 'sh', '["sh", "-c", "echo kept"]', '[]', 0, 0, 'k', 1);
     """)

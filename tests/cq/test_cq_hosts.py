@@ -29,6 +29,11 @@ def ssh_host(sshd: Sshd, **extra) -> dict:
             "known_hosts": str(sshd.known_hosts), **extra}
 
 
+def with_hosts(**hosts) -> dict:
+    """A server config with these build hosts, one that notices a host down within seconds."""
+    return {"build_hosts": hosts, "ssh": FAST_SSH}
+
+
 @pytest.fixture
 def sshds(tmp_path):
     started: list[Sshd] = []
@@ -51,8 +56,7 @@ def hosts(client) -> dict:
 def test_jobs_run_on_several_hosts_at_once_and_list_shows_the_hosts(make_server, sshds,
                                                                     tmp_path):
     remote = sshds("remote")
-    server = make_server({"build_hosts": {"here": None, "far": ssh_host(remote)},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(here=None, far=ssh_host(remote)))
     with server.client() as client:
         first = client.submit(["sh", "-c", "echo on $CQ_JOB_ID; sleep 3"]).job_id
         second = client.submit(["sh", "-c", "echo on $CQ_JOB_ID; sleep 3"]).job_id
@@ -74,9 +78,8 @@ def test_jobs_run_on_several_hosts_at_once_and_list_shows_the_hosts(make_server,
 
 def test_labels_pick_the_host_and_labels_no_host_has_are_refused(make_server, sshds):
     remote = sshds("arm")
-    server = make_server({"build_hosts": {"x86": {"labels": ["amd64"]},
-                                          "arm": ssh_host(remote, labels=["arm64", "big"])},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(x86={"labels": ["amd64"]},
+                                    arm=ssh_host(remote, labels=["arm64", "big"])))
     with server.client() as client:
         for labels, host in ((["arm64"], "arm"), (["amd64"], "x86"), (["big", "arm64"], "arm")):
             job_id = client.submit(["true"], labels=labels).job_id
@@ -96,8 +99,7 @@ def test_labels_pick_the_host_and_labels_no_host_has_are_refused(make_server, ss
 
 def test_a_requesters_jobs_start_in_the_order_they_came(make_server, sshds):
     remote = sshds("any")
-    server = make_server({"build_hosts": {"here": {"labels": ["x"]}, "far": ssh_host(remote)},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(here={"labels": ["x"]}, far=ssh_host(remote)))
     with server.client() as client:
         busy = client.submit(["sleep", "2"], labels=["x"]).job_id
         wait_running(client, busy)
@@ -112,7 +114,7 @@ def test_a_requesters_jobs_start_in_the_order_they_came(make_server, sshds):
 
 def test_remote_output_streams_into_the_job_log(make_server, sshds):
     remote = sshds("stream")
-    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH})
+    server = make_server(with_hosts(far=ssh_host(remote)))
     with server.client() as client:
         job_id = client.submit(["sh", "-c", "echo first; sleep 3; echo second >&2"]).job_id
         data = wait_for(lambda: client.log(job_id)[0], what="the first line")
@@ -125,8 +127,7 @@ def test_remote_output_streams_into_the_job_log(make_server, sshds):
 
 def test_a_host_that_goes_down_gets_its_job_requeued_once_then_failed(make_server, sshds):
     one, two = sshds("one"), sshds("two")
-    server = make_server({"build_hosts": {"one": ssh_host(one), "two": ssh_host(two)},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(one=ssh_host(one), two=ssh_host(two)))
     by_name = {"one": one, "two": two}
     with server.client() as client:
         job_id = client.submit(["sh", "-c", "echo started on $CQ_JOB_ID; sleep 60"]).job_id
@@ -160,9 +161,8 @@ def test_a_host_that_goes_down_gets_its_job_requeued_once_then_failed(make_serve
 
 def test_a_frozen_host_is_found_out_and_its_job_runs_elsewhere(make_server, sshds):
     frozen = sshds("frozen")
-    server = make_server({"build_hosts": {"here": {"labels": ["x"]},
-                                          "far": ssh_host(frozen, labels=["x"])},
-                          "ssh": FAST_SSH})
+    server = make_server(with_hosts(here={"labels": ["x"]},
+                                    far=ssh_host(frozen, labels=["x"])))
     with server.client() as client:
         busy = client.submit(["sleep", "3"], labels=["x"]).job_id
         wait_running(client, busy)
@@ -188,9 +188,8 @@ def test_an_unknown_host_key_is_a_clear_error_and_the_host_stays_down(make_serve
     spoofed, other = sshds("spoofed"), sshds("other")
     wrong = tmp_path / "known_hosts"  # holds another host's key under this host's name
     wrong.write_text(other.host_key_line().replace(str(other.port), str(spoofed.port)))
-    server = make_server({"build_hosts": {
-        "here": None, "spoofed": {**ssh_host(spoofed), "known_hosts": str(wrong)}},
-        "ssh": FAST_SSH})
+    server = make_server(with_hosts(
+        here=None, spoofed={**ssh_host(spoofed), "known_hosts": str(wrong)}))
     with server.client() as client:
         down = wait_for(lambda: not (h := hosts(client)["spoofed"]).up and h,
                         what="spoofed marked down")
@@ -203,9 +202,8 @@ def test_an_unknown_host_key_is_a_clear_error_and_the_host_stays_down(make_serve
 
 def test_a_key_the_host_refuses_is_a_clear_error_and_the_host_stays_down(make_server, sshds):
     host, other = sshds("refusing"), sshds("stranger")
-    server = make_server({"build_hosts": {
-        "here": None, "refusing": {**ssh_host(host), "key_file": str(other.client_key)}},
-        "ssh": FAST_SSH})
+    server = make_server(with_hosts(
+        here=None, refusing={**ssh_host(host), "key_file": str(other.client_key)}))
     with server.client() as client:
         down = wait_for(lambda: not (h := hosts(client)["refusing"]).up and h,
                         what="refusing marked down")
@@ -218,7 +216,7 @@ def test_a_key_the_host_refuses_is_a_clear_error_and_the_host_stays_down(make_se
 
 def test_cancel_stops_a_job_on_a_remote_host(make_server, sshds, tmp_path):
     remote = sshds("cancel")
-    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH})
+    server = make_server(with_hosts(far=ssh_host(remote)))
     pid_file = tmp_path / "pid"
     with server.client() as client:
         job_id = client.submit(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]).job_id
@@ -233,7 +231,7 @@ def test_cancel_stops_a_job_on_a_remote_host(make_server, sshds, tmp_path):
 def test_an_original_client_job_runs_on_a_remote_host_and_is_answered_at_its_end(
         make_server, sshds):
     remote = sshds("legacy")
-    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH})
+    server = make_server(with_hosts(far=ssh_host(remote)))
     frame = original_client_request(server.munge_socket, ["sh", "-c", 'echo "$MSG"; exit 9'],
                                     ["MSG=from afar"])
     rep = raw_exchange(server.port, frame, timeout=30)
@@ -245,8 +243,7 @@ def test_an_original_client_job_runs_on_a_remote_host_and_is_answered_at_its_end
 
 def test_stopping_the_server_ends_a_remote_job_and_records_it(make_server, sshds, tmp_path):
     remote = sshds("stop")
-    server = make_server({"build_hosts": {"far": ssh_host(remote)}, "ssh": FAST_SSH,
-                          "stop_grace_seconds": 0.5})
+    server = make_server({**with_hosts(far=ssh_host(remote)), "stop_grace_seconds": 0.5})
     pid_file = tmp_path / "pid"
     with server.client() as client:
         job_id = client.submit(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]).job_id
@@ -275,9 +272,8 @@ def test_check_hosts_says_which_build_hosts_answer(sshds, tmp_path):
     good, gone = sshds("good"), sshds("gone")
     gone.stop()
     config = tmp_path / "cq-server.yaml"
-    config.write_text(json.dumps({"build_hosts": {
-        "here": {"labels": ["amd64"]}, "good": ssh_host(good), "gone": ssh_host(gone)},
-        "ssh": FAST_SSH}))
+    config.write_text(json.dumps(with_hosts(here={"labels": ["amd64"]}, good=ssh_host(good),
+                                            gone=ssh_host(gone))))
     done = subprocess.run([sys.executable, "-m", "cq_portage.cq.server_cli", "--config",
                            str(config), "--check-hosts"], capture_output=True, text=True,
                           timeout=60)

@@ -254,8 +254,7 @@ def run_in_thread(runner: SshRunner, argv: list[str]) -> tuple[threading.Thread,
 
 
 def started_pid(pidfile: Path) -> int:
-    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
-    return int(pidfile.read_text())
+    return int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10))
 
 
 def test_stop_ends_a_long_command(runner, tmp_path):
