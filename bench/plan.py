@@ -130,8 +130,11 @@ def _closure(name: str, by_name: dict[str, list[Ebuild]], known: set[str]) -> li
 
 
 def timed(argv: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    """Seconds `argv` took, and how it ended; a failure ends the benchmark with its output."""
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed:\n{done.stdout}{done.stderr}")
     return time.perf_counter() - start, done
 
 
@@ -174,18 +177,12 @@ def main() -> int:
         for _ in range(args.repeat + 1):
             for name in names:
                 seconds, done = timed(emerge, prefix.env(**GROUPS[name][1]))
-                if done.returncode != 0:
-                    print(done.stdout, done.stderr)
-                    return 1
                 emerge_times[name].append(seconds)
                 emerge_lists[name] = [(x.cpv, x.use) for x in parse_emerge(done.stdout)]
             for count, jobs in runs:
                 argv = cq + [a for n in names[:count] for a in ("--group", n)]
                 argv += [f"--jobs={jobs}"] if jobs else []
                 seconds, done = timed(argv, prefix.env())
-                if done.returncode != 0:
-                    print(done.stdout, done.stderr)
-                    return 1
                 cq_times[(count, jobs)].append(seconds)
                 cq_lists[(count, jobs)] = {
                     p["group"]: [(x["cpv"], frozenset(x["use"])) for x in p["packages"]]
