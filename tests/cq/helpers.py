@@ -1,4 +1,4 @@
-"""Running the real command-line tools from tests."""
+"""What the cq tests share: running the real command-line tools, polling, an old schema."""
 
 from __future__ import annotations
 
