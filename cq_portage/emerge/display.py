@@ -72,13 +72,11 @@ def plan_text(plan: Plan, palette: Palette, verbose: bool = False, quiet: bool =
         who = who or f"group {palette.bold(plan.group.name)}"
         lines.append(f"\nThese are the packages {who} would merge, in order:\n")
     lines += [entry_line(e, plan.use_expand, palette, verbose) for e in plan.entries]
-    for cpv in plan.uninstalls:
-        lines.append(f"{palette.red('[uninstall     ]')} {cpv}  (blocked)")
+    lines += [f"{palette.red('[uninstall     ]')} {cpv}  (blocked)" for cpv in plan.uninstalls]
     if not quiet:
-        binaries = len(plan.entries) - len(plan.builds)
-        count = len(plan.entries)
+        count, builds = len(plan.entries), len(plan.builds)
         lines.append(f"\nTotal: {count} package{'' if count == 1 else 's'} "
-                     f"({len(plan.builds)} to build, {binaries} binary)")
+                     f"({builds} to build, {count - builds} binary)")
     return "\n".join(lines)
 
 

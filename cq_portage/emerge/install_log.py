@@ -40,11 +40,8 @@ def install_failure(log_file: Path) -> InstallFailure | None:
     except OSError:
         return None
     lines = [line.strip() for line in text.splitlines()]
-    cpv = None
-    for line in lines:
-        found = _FAILED.match(line) or _EMERGING.match(line)
-        if found:
-            cpv = found.group("cpv")
+    named = [m["cpv"] for line in lines if (m := _FAILED.match(line) or _EMERGING.match(line))]
+    cpv = named[-1] if named else None  # the last package emerge named
     for at in range(len(lines) - 1, -1, -1):
         refused = _REFUSED.match(lines[at])
         if refused:

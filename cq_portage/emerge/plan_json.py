@@ -49,16 +49,13 @@ def plan_to_json(plan: Plan) -> dict:
 
 
 def profile_from_json(name: str, doc: dict) -> GroupProfile:
-    package_use = []
-    for line in doc.get("package_use", []):
-        atom, *flags = line.split()
-        package_use.append(PackageUse(atom, tuple(flags)))
     abi = doc.get("abi_x86")
     return GroupProfile(name=name, use=tuple(doc.get("use", ())),
                         abi_x86=None if abi is None else tuple(abi),
                         env=dict(doc.get("env", {})),
                         packages=tuple(doc.get("packages", ("@world",))),
-                        package_use=tuple(package_use),
+                        package_use=tuple(PackageUse(atom, tuple(flags)) for atom, *flags
+                                          in map(str.split, doc.get("package_use", []))),
                         build_command=tuple(doc["build_command"]),
                         build_labels=tuple(doc.get("build_labels", ())))
 

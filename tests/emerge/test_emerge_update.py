@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cq_portage.sandbox.processes import running as alive
+from emerge_helpers import cq_emerge
 from site_helpers import Site, edited_config, make_site
 
 @pytest.fixture(scope="module")
@@ -113,9 +114,7 @@ def test_unreachable_server_is_one_line_and_exit_1(site, tmp_path):
     bad = edited_config(site.config, tmp_path / "bad.yaml",
                         lambda c: c["server"].update(port=1, timeout=1))
     host = site.client("lonely")
-    result = subprocess.run([sys.executable, "-m", "cq_portage.emerge.cli", "--config",
-                             str(bad), "--group", "unbuilt", "--quiet"], env=host.env(),
-                            text=True, capture_output=True, timeout=120)
+    result = cq_emerge(host, "--config", str(bad), "--group", "unbuilt", "--quiet")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "cq-emerge: no answer from cq-server at 127.0.0.1:1 within 1s "
