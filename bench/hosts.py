@@ -26,7 +26,7 @@ from cq_portage.sandbox.sshd import Sshd  # noqa: E402
 
 
 def ssh_host(sshd: Sshd) -> dict:
-    return {"url": sshd.url, "key": str(sshd.client_key), "known_hosts": str(sshd.known_hosts)}
+    return {"url": sshd.url, "key_file": str(sshd.client_key), "known_hosts": str(sshd.known_hosts)}
 
 
 def config(local: bool, sshds: list[Sshd]) -> dict:
