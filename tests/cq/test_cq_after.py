@@ -140,7 +140,7 @@ def test_a_failed_job_fails_its_dependants_unrun_and_every_waiter_is_told(server
         assert time.monotonic() - told < 5  # told at once, not at a poll's end
         cli = result["cli"]
         assert cli.returncode == 255
-        assert f"it needed ended: exit status 3" in cli.stderr and len(cli.stderr.splitlines()) == 1
+        assert "it needed ended: exit status 3" in cli.stderr and len(cli.stderr.splitlines()) == 1
         assert client.wait(unrelated).ok
         # Submitted after its dependency failed: accepted, and failed as soon as asked.
         late = client.submit(["touch", str(tmp_path / "late")], after=[bad])
