@@ -101,10 +101,6 @@ def emerge_plan(prefix: Prefix, targets: list[str], env: dict | None = None,
     return parse_emerge(done.stdout)
 
 
-# The start of a config whose group web has the settings that follow (indented 4).
-WEB = "server: {host: b}\ngroups:\n  web:\n    "
-
-
 def assert_one_problem(tmp_path: Path, text: str, line: int, message: str) -> None:
     """Loading `text` as a config file gives exactly one problem: FILE:LINE: ...message..."""
     from cq_portage.emerge.profile_yaml import load_config

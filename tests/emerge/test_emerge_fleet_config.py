@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from emerge_helpers import WEB, assert_one_problem
+from emerge_helpers import assert_one_problem
 
 from cq_portage.ssh import SshTarget
 from cq_portage.emerge.cli import build_parser, fleet_mode
@@ -52,28 +52,31 @@ def test_ssh_defaults_are_the_running_users_own(tmp_path):
     assert config.ssh.command == ("cq-emerge",) and config.ssh.connect_timeout == 10.0
 
 
-# A config with group web and nothing else, to which the entries add a section.
-WITH_WEB = "server: {host: b}\ngroups: {web: {}}\n"
 BAD = [
-    ("hosts-not-list", WEB + "hosts: ssh://root@w1\n", 4,
+    ("hosts-not-list", "server: {host: b}\ngroups:\n  web:\n    hosts: ssh://root@w1\n", 4,
      "web.hosts must be a list of ssh://user@host[:port] URLs"),
-    ("host-not-url", WEB + "hosts:\n      - w1\n", 5, "web.hosts: bad SSH URL 'w1'"),
-    ("host-no-user", WEB + 'hosts: ["ssh://w1"]\n', 4, "user and host are required"),
-    ("host-number", WEB + "hosts: [5]\n", 4, "entries must be ssh://user@host[:port] URLs"),
-    ("host-twice", WEB + "hosts: [ssh://r@w1, ssh://r@w1:22]\n", 4,
-     "ssh://r@w1:22 is listed twice"),
+    ("host-not-url", "server: {host: b}\ngroups:\n  web:\n    hosts:\n      - w1\n", 5,
+     "web.hosts: bad SSH URL 'w1'"),
+    ("host-no-user", "server: {host: b}\ngroups:\n  web:\n    hosts: [\"ssh://w1\"]\n", 4,
+     "user and host are required"),
+    ("host-number", "server: {host: b}\ngroups:\n  web:\n    hosts: [5]\n", 4,
+     "entries must be ssh://user@host[:port] URLs"),
+    ("host-twice", "server: {host: b}\ngroups:\n  web:\n    hosts: [ssh://r@w1, "
+     "ssh://r@w1:22]\n", 4, "ssh://r@w1:22 is listed twice"),
     ("host-in-two-groups", "server: {host: b}\ngroups:\n  web: {hosts: [ssh://r@w1]}\n"
      "  db:\n    hosts: [ssh://r@w1]\n", 5, "is listed in group 'web' too"),
-    ("ssh-not-mapping", WITH_WEB + "ssh: yes\n", 3, "'ssh' must be a mapping"),
-    ("ssh-unknown-key", WITH_WEB + "ssh: {keyfile: /k}\n", 3, "unknown key 'keyfile' in 'ssh'"),
-    ("ssh-relative-key", WITH_WEB + "ssh:\n  key_file: id\n", 4,
+    ("ssh-not-mapping", "server: {host: b}\ngroups: {web: {}}\nssh: yes\n", 3,
+     "'ssh' must be a mapping"),
+    ("ssh-unknown-key", "server: {host: b}\ngroups: {web: {}}\nssh: {keyfile: /k}\n", 3,
+     "unknown key 'keyfile' in 'ssh'"),
+    ("ssh-relative-key", "server: {host: b}\ngroups: {web: {}}\nssh:\n  key_file: id\n", 4,
      "'ssh.key_file' must be an absolute path"),
-    ("ssh-known-hosts-type", WITH_WEB + "ssh:\n  known_hosts: [a]\n", 4,
-     "'ssh.known_hosts' must be an absolute path"),
-    ("ssh-timeout", WITH_WEB + "ssh: {connect_timeout: -1}\n", 3,
+    ("ssh-known-hosts-type", "server: {host: b}\ngroups: {web: {}}\nssh:\n"
+     "  known_hosts: [a]\n", 4, "'ssh.known_hosts' must be an absolute path"),
+    ("ssh-timeout", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: -1}\n", 3,
      "'ssh.connect_timeout' must be a number of seconds"),
-    ("ssh-command-string", WITH_WEB + "ssh:\n  command: cq-emerge\n", 4,
-     "'ssh.command' must be a list of arguments"),
+    ("ssh-command-string", "server: {host: b}\ngroups: {web: {}}\nssh:\n"
+     "  command: cq-emerge\n", 4, "'ssh.command' must be a list of arguments"),
 ]
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from emerge_helpers import WEB, assert_one_problem
+from emerge_helpers import assert_one_problem
 
 from cq_portage.emerge.profile_yaml import CONFIG_ENV, config_path, load_config, parse_config
 from cq_portage.emerge.profiles import DEFAULT_BUILD_COMMAND, PackageUse
@@ -74,44 +74,56 @@ BAD = [
     ("not-a-mapping", "- a\n- b\n", 1, "must be a mapping"),
     ("missing-server", "groups: {web: {}}\n", 1, "no 'server' section"),
     ("server-no-host", "server: {port: 1}\ngroups: {web: {}}\n", 1, "has no 'host'"),
-    ("server-bad-port", "server: {host: b, port: http}\ngroups: {web: {}}\n", 1, "port number"),
+    ("server-bad-port", "server: {host: b, port: http}\ngroups: {web: {}}\n", 1,
+     "port number"),
     ("server-wrong-type", "server: build\ngroups: {web: {}}\n", 1, "'server' must be a mapping"),
     ("missing-groups", "server: {host: b}\n", 1, "no 'groups' section"),
     ("empty-groups", "server: {host: b}\ngroups: {}\n", 2, "'groups' is empty"),
     ("unknown-top-key", "server: {host: b}\ngroups: {web: {}}\nextra: 1\n", 3,
      "unknown key 'extra'"),
-    ("unknown-group-key", WEB + "usee: ssl\n", 4, "unknown key 'usee' in group 'web'"),
+    ("unknown-group-key", "server: {host: b}\ngroups:\n  web:\n    usee: ssl\n", 4,
+     "unknown key 'usee' in group 'web'"),
     ("unknown-server-key", "server: {host: b, hots: c}\ngroups: {web: {}}\n", 1,
      "unknown key 'hots'"),
     ("duplicate-key", "server: {host: b}\ngroups:\n  web: {}\n  web: {}\n", 4,
      "duplicate key 'web'"),
-    ("use-not-a-flag", WEB + 'use: "ssl s=l"\n', 4, "'s=l' is not a USE flag"),
-    ("use-list-not-a-flag", WEB + "use:\n      - ssl\n      - +ssl\n", 6,
-     "'+ssl' is not a USE flag"),
-    ("use-wrong-type", WEB + "use: {ssl: true}\n", 4, "web.use must be a string or a list"),
-    ("use-number", WEB + "use: [ssl, 5]\n", 4, "entries must be text"),
-    ("abi-bad-value", WEB + 'abi_x86: "64 86"\n', 4, "'86' is not an ABI_X86 value"),
-    ("env-wrong-type", WEB + "env: [A=b]\n", 4, "web.env must be a mapping"),
-    ("env-bad-name", WEB + 'env: {"A-B": x}\n', 4, "not a variable name"),
-    ("env-use", WEB + "env: {USE: ssl}\n", 4, "set USE with the group's 'use' key"),
-    ("env-root", WEB + "env: {ROOT: /x}\n", 4, "ROOT cannot be set per group"),
-    ("env-value-type", WEB + "env: {CFLAGS: {a: b}}\n", 4,
+    ("use-not-a-flag", "server: {host: b}\ngroups:\n  web:\n    use: \"ssl s=l\"\n", 4,
+     "'s=l' is not a USE flag"),
+    ("use-list-not-a-flag", "server: {host: b}\ngroups:\n  web:\n    use:\n      - ssl\n"
+     "      - +ssl\n", 6, "'+ssl' is not a USE flag"),
+    ("use-wrong-type", "server: {host: b}\ngroups:\n  web:\n    use: {ssl: true}\n", 4,
+     "web.use must be a string or a list"),
+    ("use-number", "server: {host: b}\ngroups:\n  web:\n    use: [ssl, 5]\n", 4,
+     "entries must be text"),
+    ("abi-bad-value", "server: {host: b}\ngroups:\n  web:\n    abi_x86: \"64 86\"\n", 4,
+     "'86' is not an ABI_X86 value"),
+    ("env-wrong-type", "server: {host: b}\ngroups:\n  web:\n    env: [A=b]\n", 4,
+     "web.env must be a mapping"),
+    ("env-bad-name", "server: {host: b}\ngroups:\n  web:\n    env: {\"A-B\": x}\n", 4,
+     "not a variable name"),
+    ("env-use", "server: {host: b}\ngroups:\n  web:\n    env: {USE: ssl}\n", 4,
+     "set USE with the group's 'use' key"),
+    ("env-root", "server: {host: b}\ngroups:\n  web:\n    env: {ROOT: /x}\n", 4,
+     "ROOT cannot be set per group"),
+    ("env-value-type", "server: {host: b}\ngroups:\n  web:\n    env: {CFLAGS: {a: b}}\n", 4,
      "web.env.CFLAGS must be a string or a list"),
-    ("packages-bad-atom", WEB + 'packages: ["=foo"]\n', 4,
+    ("packages-bad-atom", "server: {host: b}\ngroups:\n  web:\n    packages: [\"=foo\"]\n", 4,
      "'=foo' is neither a package atom nor a @set"),
-    ("packages-empty", WEB + "packages: []\n", 4, "web.packages is empty"),
-    ("package-use-no-flags", WEB + "package_use:\n      - dev-lang/python\n", 5,
-     "each entry must be"),
-    ("package-use-bad-atom", WEB + 'package_use:\n      - "python sqlite"\n', 5,
-     "'python' is not a package atom"),
-    ("package-use-bad-flag", WEB + 'package_use:\n      - "dev-lang/python sq!ite"\n', 5,
-     "'sq!ite' is not a USE flag"),
-    ("package-use-not-list", WEB + 'package_use: "dev-lang/python sqlite"\n', 4, "must be a list"),
-    ("build-command-not-list", WEB + 'build_command: "emerge -b"\n', 4,
-     "must be a list of arguments"),
+    ("packages-empty", "server: {host: b}\ngroups:\n  web:\n    packages: []\n", 4,
+     "web.packages is empty"),
+    ("package-use-no-flags", "server: {host: b}\ngroups:\n  web:\n    package_use:\n"
+     "      - dev-lang/python\n", 5, "each entry must be"),
+    ("package-use-bad-atom", "server: {host: b}\ngroups:\n  web:\n    package_use:\n"
+     "      - \"python sqlite\"\n", 5, "'python' is not a package atom"),
+    ("package-use-bad-flag", "server: {host: b}\ngroups:\n  web:\n    package_use:\n"
+     "      - \"dev-lang/python sq!ite\"\n", 5, "'sq!ite' is not a USE flag"),
+    ("package-use-not-list", "server: {host: b}\ngroups:\n  web:\n    package_use: "
+     "\"dev-lang/python sqlite\"\n", 4, "must be a list"),
+    ("build-command-not-list", "server: {host: b}\ngroups:\n  web:\n    build_command: "
+     "\"emerge -b\"\n", 4, "must be a list of arguments"),
     ("group-not-mapping", "server: {host: b}\ngroups:\n  web: ssl\n", 3,
      "group 'web' must be a mapping"),
-    ("bad-group-name", 'server: {host: b}\ngroups:\n  "we b": {}\n', 3, "invalid group name"),
+    ("bad-group-name", "server: {host: b}\ngroups:\n  \"we b\": {}\n", 3, "invalid group name"),
 ]
 
 
