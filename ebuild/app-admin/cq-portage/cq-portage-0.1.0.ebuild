@@ -65,6 +65,7 @@ CQ_PORTAGE_TESTS=(
 	tests/emerge/test_emerge_logs.py
 	tests/emerge/test_emerge_profiles.py
 	tests/emerge/test_emerge_progress.py
+	tests/test_layering.py
 )
 
 python_test() {
