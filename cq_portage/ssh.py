@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
+
+from .sshconfig import SshTarget
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +50,6 @@ class SshLost(SshError):
 class SshNoAnswer(SshLost):
     """The host stopped answering while a command ran (run()'s check_every), so the
     connection was dropped: a frozen host keeps TCP up and would keep run() waiting."""
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    user: str
-    host: str
-    port: int = 22
-
-    @classmethod
-    def parse(cls, url: str) -> "SshTarget":
-        """`ssh://user@host[:port]`; anything else is a ValueError with a one-line message."""
-        want = "want ssh://user@host[:port]"
-        try:
-            parts = urlsplit(url)
-            port = parts.port or 22
-        except ValueError as e:
-            raise ValueError(f"bad SSH URL {url!r}: {e} ({want})") from None
-        if parts.scheme != "ssh":
-            raise ValueError(f"bad SSH URL {url!r}: not ssh:// ({want})")
-        if not parts.username or not parts.hostname:
-            raise ValueError(f"bad SSH URL {url!r}: user and host are required ({want})")
-        if parts.password is not None or parts.path not in ("", "/") or parts.query \
-                or parts.fragment:
-            raise ValueError(f"bad SSH URL {url!r}: only user, host and port may be given "
-                             f"({want})")
-        return cls(parts.username, parts.hostname, port)
-
-    @property
-    def address(self) -> str:
-        """host:port, as messages name it."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"ssh://{self.user}@{self.address}"
 
 
 def remote_command(argv: Sequence[str], env: Mapping[str, str]) -> str:

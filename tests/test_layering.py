@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import graphlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "cq_portage"
@@ -112,3 +114,27 @@ def test_architecture_md_lists_every_module_and_no_other():
                 for name, path in MODULES.items() if path.name != "__init__.py"}
     assert listed == existing, (f"not in ARCHITECTURE.md: {sorted(existing - listed)}; "
                                 f"listed but gone: {sorted(listed - existing)}")
+
+
+def _loaded(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(*sys.modules)"],
+                          capture_output=True, text=True, timeout=120, check=True,
+                          cwd=ROOT.parent)
+    return set(done.stdout.split())
+
+
+def test_cq_client_starts_without_dataclasses():
+    """Scripts start cq-client once a job: dataclasses (inspect, ast, dis) costs each ~7 ms."""
+    assert "dataclasses" not in _loaded("import cq_portage.cq.client_cli")
+
+
+def test_cq_emerge_outside_fleet_mode_does_not_load_paramiko():
+    """Also with a config whose groups list hosts (a site shares one config): only fleet
+    mode, which reaches them, pays for paramiko."""
+    loaded = _loaded(
+        "import pathlib, cq_portage.emerge.cli, cq_portage.emerge.local\n"
+        "from cq_portage.emerge.profile_yaml import parse_config\n"
+        "parse_config('server: {host: b}\\ngroups:\\n  web: {hosts: [ssh://root@w1]}\\n',"
+        " pathlib.Path('c.yaml')).groups['web'].hosts[0].host")
+    assert "cq_portage.emerge.profile_yaml" in loaded and "paramiko" not in loaded

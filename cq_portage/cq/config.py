@@ -19,7 +19,7 @@ from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
 from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost
 from .job import RunAs
-from ..ssh import SshTarget
+from ..sshconfig import SshTarget
 from .wire import DEFAULT_HOST, DEFAULT_PORT, BadRequest, Limits, parse_labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/cq")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ssh import SshTarget
+from ..sshconfig import SshTarget
 
 LOCAL = "local"
 

@@ -15,7 +15,7 @@ from cq_portage.cq.client import DEFAULT_PORT, valid_label
 from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
 from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, MAX_KEEP_LOGS_DAYS, Config,
                                         GroupProfile, HostSettings, PackageUse, Server)
-from cq_portage.sshconfig import SshSettings
+from cq_portage.sshconfig import SshSettings, SshTarget
 from cq_portage.yamlfile import Checker, ConfigError, compose, kind, read
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
@@ -160,8 +160,6 @@ class Validator(Checker):
 
     def hosts(self, node: yaml.Node, what: str) -> tuple:
         """ssh://user@host[:port] URLs; a host belongs to one group only (its profile)."""
-        from cq_portage.ssh import SshTarget  # paramiko: only configs with hosts pay
-
         if not isinstance(node, yaml.SequenceNode):
             self.error(node, f"{what} must be a list of ssh://user@host[:port] URLs, "
                              f"not {kind(node)}")

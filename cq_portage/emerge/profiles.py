@@ -6,14 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cq_portage.emerge.binhost import BinhostSettings
-from cq_portage.sshconfig import SshSettings
+from cq_portage.sshconfig import SshSettings, SshTarget
 from cq_portage.yamlfile import ConfigError
-
-if TYPE_CHECKING:  # importing ssh loads paramiko: only fleet mode needs it
-    from cq_portage.ssh import SshTarget
 
 DEFAULT_PACKAGES = ("@world",)
 # What a build job runs inside its group's build root: the atoms of what the package needs

@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cq_portage.ssh import SshError, SshRunner, SshTarget
+from cq_portage.ssh import SshError, SshRunner
+from cq_portage.sshconfig import SshTarget
 from cq_portage.sshconfig import SshSettings
 from cq_portage.emerge.plan import Plan
 from cq_portage.emerge.plan_json import PlanFormatError, plan_from_json

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cq_portage.ssh import (SshAuthError, SshError, SshHostKeyError, SshLost, SshRunner,
-                               SshTarget, SshUnreachable, remote_command)
+                            SshUnreachable, remote_command)
+from cq_portage.sshconfig import SshTarget
 from cq_portage.sandbox.processes import running
 from cq_portage.sandbox.server import free_port
 from cq_portage.sandbox.sshd import Sshd

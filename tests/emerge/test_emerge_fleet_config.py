@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from emerge_helpers import assert_one_problem
 
-from cq_portage.ssh import SshTarget
+from cq_portage.sshconfig import SshTarget
 from cq_portage.emerge.cli import build_parser, fleet_mode
 from cq_portage.emerge.profile_yaml import load_config, parse_config
 
