@@ -279,31 +279,33 @@ class Server:
                 else:
                     await self._answer(envelope, outcome)
             except Exception as e:  # one request's bug must not stop the others
-                await self._internal_error(envelope, e)
+                await self._internal_error([envelope], e)
         if submissions:
             try:
                 await self._submit(submissions)
             except Exception as e:
-                for envelope, _ in submissions:
-                    await self._internal_error(envelope, e)
+                await self._internal_error([envelope for envelope, _ in submissions], e)
 
-    async def _internal_error(self, envelope: list[bytes], e: Exception,
+    async def _internal_error(self, envelopes: list[list[bytes]], e: Exception,
                               undone: str = "not done") -> None:
-        """An unexpected exception while answering: a log record with the traceback, an
-        error reply, and the server goes on. A full or failing disk is no bug: one line."""
+        """An unexpected exception while answering: one log record (with the traceback), an
+        error reply to each request it hit, and the server goes on. A full or failing disk
+        is no bug: one line, however many submissions of a batch it refused."""
+        many = f" ({len(envelopes)} requests of one batch)" if len(envelopes) > 1 else ""
         if statedir.disk_failing(e):
             error = f"no space left in STATE_DIR {self.config.state_dir}, or its file " \
                     f"system fails ({e}): {undone}"
-            log.error("%s", error)
+            log.error("%s%s", error, many)
         else:
             error = f"internal error in cq-server ({type(e).__name__}: {str(e)[:200]}); its " \
                     "log has the details"
-            log.error("internal error while answering a request: %s: %s", type(e).__name__, e,
-                      exc_info=e)
-        try:
-            await self._error(envelope, Status.SERVER_ERROR, error)
-        except Exception:  # the reply cannot be sent either: the client times out and retries
-            log.exception("cannot send the internal-error reply")
+            log.error("internal error while answering a request: %s: %s%s", type(e).__name__,
+                      e, many, exc_info=e)
+        for envelope in envelopes:
+            try:
+                await self._error(envelope, Status.SERVER_ERROR, error)
+            except Exception:  # it cannot be sent either: the client times out and retries
+                log.exception("cannot send the internal-error reply")
 
     def _authenticate(self, frames: list[zmq.Frame]) -> Authed | Refusal:
         """Runs in a worker thread: credential, authorization, then the payload."""
@@ -360,8 +362,7 @@ class Server:
         try:
             accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
         except sqlite3.Error as e:  # only these are unanswered yet
-            for envelope, *_ in pending:
-                await self._internal_error(envelope, e, "submission not stored")
+            await self._internal_error([p[0] for p in pending], e, "submission not stored")
             return
         for (envelope, req, job, _), acc in zip(pending, accepted):
             log.info("job %d %s from uid %d: %s", acc.job_id,
@@ -490,7 +491,7 @@ class Server:
         try:
             await self._reply(envelope, self._job_reply(job or self._job(job_id), legacy))
         except Exception as e:
-            await self._internal_error(envelope, e)
+            await self._internal_error([envelope], e)
 
 
 def _peer(frames: list[zmq.Frame]) -> str:
