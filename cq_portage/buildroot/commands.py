@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,9 +123,10 @@ class Tool:
             entry.prepare()
             sys.stdout.flush()
             sys.stderr.flush()
+            started = time.time()
             status = run(argv, entry.popen_args(env), entry, lock_fd, forwarder)
             if status == 0:
-                _say_built(root.path, argv)
+                _say_built(root.path, argv, started)
             return status
 
     # -- remove / list -------------------------------------------------------------------
@@ -144,17 +146,22 @@ class Tool:
                 for root, marker in list_roots(self.roots)]
 
 
-def _say_built(root: Path, argv: list[str]) -> None:
+def _say_built(root: Path, argv: list[str], started: float) -> None:
     """After a build, name the binary package the root now holds of the last `=CAT/PF::REPO`
     argument (its vdb's BUILD_ID: the instance emerge --buildpkg just made, or the one it
     took), so that clients install exactly that instance: `cq-build-root: built
-    =CAT/PF-BUILD_ID::REPO`, the job's last line. Nothing when there is no such atom."""
+    =CAT/PF-BUILD_ID::REPO`, the job's last line. Nothing when there is no such atom, or
+    when the command merged none since `started` (a build_command that only makes a binary
+    package leaves an older merge's BUILD_ID: naming it would install a stale instance)."""
     atoms = exact_atoms(argv)
     if not atoms:
         return
     category, pf, repo = atoms[-1]
+    path = root / "var/db/pkg" / category / pf / "BUILD_ID"
     try:
-        build_id = int((root / "var/db/pkg" / category / pf / "BUILD_ID").read_text())
+        if path.stat().st_mtime < started:
+            return
+        build_id = int(path.read_text())
     except (OSError, ValueError):
         return
     print(f"{BUILT_PREFIX}={category}/{pf}-{build_id}::{repo}", file=sys.stderr, flush=True)

@@ -66,6 +66,10 @@ def test_a_good_build_names_the_instance_it_made_last(host):
         f"cq-build-root: built =app-misc/brapp-1-{build_id}::cqtest"
     failed = host.cli("run", "pfoo", "--", "sh", "-c", "exit 3")
     assert failed.returncode == 3 and "built" not in failed.stderr
+    # A command that merges nothing (a build_command with --buildpkgonly, say) names no
+    # instance: the root's BUILD_ID is an earlier merge's.
+    idle = host.cli("run", "pfoo", "--", "true", "=app-misc/brapp-1::cqtest")
+    assert idle.returncode == 0 and "built" not in idle.stderr
 
 
 def test_a_second_group_with_other_use_has_its_own_root_state(host, host_vdb_before):
