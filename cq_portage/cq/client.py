@@ -229,6 +229,31 @@ class Client:
                f"log offset {rep.log_offset} after {len(rep.log)} bytes from {offset}")
         return rep.log, rep.log_offset, rep.log_eof
 
+    def log_tail(self, job_id: int, size: int = 65536) -> bytes:
+        """About the last `size` bytes of an ended job's output, without reading the rest: a
+        reply holds one chunk from any offset, and says whether it reaches the end, so the
+        end is found by doubling the offset and then halving the gap (2·log2(log / chunk)
+        requests, not log / chunk)."""
+        full, past, offset = 0, None, 0  # a whole chunk follows `full`, none `past`
+        while True:
+            data, end, eof = self.log(job_id, offset)
+            if eof and data or not data and offset == 0:
+                break
+            if data:
+                full = offset
+            else:
+                past = offset
+            if past is not None and past - full <= 1:  # a job still writing: no chunk ends it
+                end = past
+                break
+            offset = (full + past) // 2 if past is not None else max(2 * offset, len(data))
+        kept, offset = b"", max(0, end - size)
+        while True:
+            data, offset, eof = self.log(job_id, offset)
+            kept += data
+            if eof or not data:
+                return kept[-size:]
+
 
 def _one_job(rep: pb.cq_rep, job_id: int) -> JobInfo:
     _check(len(rep.jobs) == 1 and rep.jobs[0].id == job_id, f"no job {job_id} in the reply")

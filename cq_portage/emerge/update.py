@@ -301,18 +301,13 @@ class Update:
         return outcome._replace(error=f"exit status {outcome.exit_status}: {said}"
                                 ) if said else outcome
 
-    def _log_lines(self, job_id: int, most: int = 64 << 20, tail: int = 65536) -> list[str]:
+    def _log_lines(self, job_id: int) -> list[str]:
         """The last lines of a job's log (what says how it ended is at its end)."""
-        kept, offset = b"", 0
         try:
-            while offset < most:
-                data, offset, eof = self.client.log(job_id, offset)
-                kept = (kept + data)[-tail:]
-                if eof or not data:
-                    break
+            tail = self.client.log_tail(job_id)
         except ClientError:
             return []
-        return [line.strip() for line in kept.decode(errors="replace").splitlines()]
+        return [line.strip() for line in tail.decode(errors="replace").splitlines()]
 
     def install_ready(self) -> None:
         """Install, in one emerge, every package that is ready (binary, or built) and whose

@@ -26,6 +26,20 @@ def test_job_output_goes_to_its_own_log_and_exit_status_is_reported(server, clie
     assert read_log(server, outcome.job_id) == "out\nerr\n"
 
 
+@pytest.mark.parametrize("size", [0, 10, 65536, 3 << 20, (3 << 20) + 65536])
+def test_the_tail_of_a_long_log_takes_a_few_requests_not_all_of_it(client, size):
+    """cq-emerge reads each ended build's last lines (the instance it made, why it failed)."""
+    script = f"head -c {size} /dev/zero | tr '\\0' x; echo; echo the last line"
+    job_id = client.run(["sh", "-c", script]).job_id
+    asked = []
+    log = client.log
+    client.log = lambda job_id, offset=0: asked.append(offset) or log(job_id, offset)
+    tail = client.log_tail(job_id, 1000)
+    whole = b"x" * size + b"\nthe last line\n"
+    assert tail == whole[-1000:]
+    assert len(asked) <= 2 * max(1, (size >> 16).bit_length()) + 3  # 3 MiB: 10, not 49
+
+
 def test_killed_by_signal_is_128_plus_n(client):
     outcome = client.run(["sh", "-c", "kill -TERM $$"])
     assert (outcome.internal_status, outcome.exit_status) == (0, 128 + 15)
