@@ -87,14 +87,20 @@ def _with_settings(tree, settings: portage.config):
 
 def _porttree_for(tree, settings: portage.config):
     """The repositories seen through a group's config. The metadata caches (the costly part)
-    are shared; what depends on the config is fresh: the config that computes a package's
-    USE (doebuild_settings) and the visibility-dependent match cache."""
-    portdb = copy.copy(tree.dbapi)
+    and the directory listings are shared; what depends on the config is fresh: the config
+    that computes a package's USE (doebuild_settings) and the visibility-dependent match
+    caches. A frozen base (as emerge freezes it) gives a frozen view."""
+    base = tree.dbapi
+    portdb = copy.copy(base)
     portdb.settings = settings
     portdb.doebuild_settings = portage.config(clone=settings)
     portdb._doebuild_settings_lock = asyncio.Lock()
-    portdb.xcache = {}
-    portdb._better_cache = None
+    portdb.xcache = {level: {} for level in base.xcache}
+    if base.frozen:  # what the repositories alone decide is shared: listings, repo per package
+        portdb.xcache["cp-list"] = base.xcache["cp-list"]
+        portdb._better_cache = base._better_cache
+    else:
+        portdb._better_cache = None
     clone = _with_settings(tree, settings)
     clone.dbapi = portdb
     return clone

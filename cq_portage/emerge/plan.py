@@ -178,6 +178,10 @@ class Planner:
         with _captured() as output:
             try:
                 trees = portage.create_trees(env=environ, **kwargs)
+                for root_trees in trees.values():
+                    # As emerge does before it resolves: memoizes metadata and matches for
+                    # the run (without it every group re-reads the metadata cache).
+                    root_trees["porttree"].dbapi.freeze()
                 self._setup = _Setup(environ=environ, trees=trees)
             except Exception as error:  # noqa: BLE001 - a broken setup fails in many ways
                 where = ", ".join(f"{var}={environ[var]}" for _, var in _ROOT_VARS
