@@ -4,6 +4,11 @@ Requests are handled batch by batch: what arrived together is authenticated in p
 (munged round trips), then handled in arrival order and stored in one commit. Requests from
 the original client (no `protocol` field) are answered when their job ends; our clients get
 the job id at once and long-poll with WAIT, so a wait survives a server restart.
+
+The ROUTER socket is a plain one read from the event loop's own reader callback, not pyzmq's
+asyncio layer: that layer costs a future, a poller round and enum arithmetic per message,
+the largest share of the loop's time under a flood. A ROUTER send never blocks (a message to
+a gone or stalled peer is dropped), so replies are sent at once.
 """
 
 from __future__ import annotations
@@ -14,14 +19,13 @@ import os
 import signal
 import sqlite3
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import zmq
-import zmq.asyncio
 
 from . import hook, statedir
 from .auth import AuthError, Credential, Munge
@@ -37,7 +41,8 @@ from .wire import MAX_JOB_ID, BadRequest, Op, Request, build_reply, credential_f
 
 log = logging.getLogger(__name__)
 
-BATCH = 512  # requests taken off the socket before one round of work
+BATCH = 512  # requests handled (and their submissions committed) together
+RECV_BURST = 64  # frames taken off the socket before other callbacks get their turn
 MAX_WAIT_SECONDS = 300
 LOG_CHUNK = 64 << 10
 LIST_LIMIT = 1000
@@ -64,6 +69,16 @@ class Refusal:
 class Authed:
     cred: Credential
     request: Request
+
+
+@dataclass
+class Incoming:
+    """A request taken off the socket; `outcome` is set by a decoder thread (an Exception:
+    a bug, answered as an internal error)."""
+
+    frames: list[zmq.Frame]
+    cost: int  # bytes it holds, counted against limits.max_memory_bytes
+    outcome: Authed | Refusal | Exception | None = None
 
 
 @dataclass
@@ -94,9 +109,13 @@ class Server:
         self.runners = Runners(runners)
         self.store.on_settled = self._settled
         self._decoders = ThreadPoolExecutor(4, thread_name_prefix="munge")
-        # Bounded in bytes (config.max_memory), not in entries: see _receive.
-        self._inbox: asyncio.Queue = asyncio.Queue()
+        # In arrival order; bounded in bytes (config.max_memory), not in entries: see _take.
+        self._inbox: deque[Incoming] = deque()
         self._held = 0  # bytes of requests taken off the socket and not yet answered
+        self._decoded = asyncio.Event()  # the oldest request in _inbox may be decoded
+        self._wake_sent = False  # a decoder thread has asked the loop to set _decoded
+        self._recv_soon = False  # a look at the socket is scheduled
+        self._busy_logged = 0.0  # when "busy" was last logged
         self._stop = asyncio.Event()
         self.failed = False  # stopped by an internal error: exit status 1
 
@@ -130,7 +149,7 @@ class Server:
     async def serve(self, on_ready: Callable[[], None] | None = None,
                     on_stop: Callable[[], None] | None = None) -> None:
         self.recover()
-        ctx = zmq.asyncio.Context()
+        ctx = zmq.Context()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         # A hard cap: a larger frame disconnects its peer before ZeroMQ allocates it; below
@@ -146,7 +165,7 @@ class Server:
             ctx.term()
             raise OSError(f"cannot listen on {endpoint}: {e}") from None
         self.sock = sock
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -155,25 +174,24 @@ class Server:
         if on_ready:
             on_ready()
         runners = asyncio.create_task(self.runners.run(), name="runners")
-        receiver = asyncio.create_task(self._receive(), name="receiver")
         handler = asyncio.create_task(self._handle(), name="handler")
         pruner = asyncio.create_task(self._prune_hourly(), name="pruner")
         stop = asyncio.create_task(self._stop.wait())
+        loop.add_reader(sock.getsockopt(zmq.FD), self._readable)
+        self._readable()  # what arrived between bind and now signalled no one
         # A part that ends by itself is a bug: stop with one line rather than go deaf.
-        done, _ = await asyncio.wait({stop, runners, receiver, handler, pruner},
+        done, _ = await asyncio.wait({stop, runners, handler, pruner},
                                      return_when=asyncio.FIRST_COMPLETED)
         if stop not in done:
             task = done.pop()
             error = task.exception() if not task.cancelled() else None
-            log.critical("stopping: internal error, the %s ended: %s", task.get_name(),
-                         f"{type(error).__name__}: {error}" if error else "no error",
-                         exc_info=error)
-            self.failed = True
+            self._fail(f"the {task.get_name()}", error)
             stop.cancel()
         log.info("stopping: no new requests")
+        loop.remove_reader(sock.getsockopt(zmq.FD))
         if on_stop:
             on_stop()
-        for task in (receiver, handler, pruner):
+        for task in (handler, pruner):
             task.cancel()
         await self.runners.stop(self.config.stop_grace)
         runners.cancel()
@@ -185,6 +203,15 @@ class Server:
             loop.remove_signal_handler(sig)  # (it restores the default, which kills)
             signal.signal(sig, signal.SIG_IGN)  # stopping already: nothing more to do
         log.info("stopped")
+
+    def _fail(self, part: str, error: BaseException | None) -> None:
+        """A part of the server ended or failed by itself (a bug): stop with one line
+        rather than stay up and not answer."""
+        log.critical("stopping: internal error, %s ended: %s", part,
+                     f"{type(error).__name__}: {error}" if error else "no error",
+                     exc_info=error)
+        self.failed = True
+        self._stop.set()
 
     def reload(self) -> None:
         """SIGHUP: new authorization, environment policy, hook and limits; the queue, the
@@ -215,78 +242,111 @@ class Server:
         """The largest request frame: a credential (base64 of the payload, and then some)."""
         return self.config.limits.max_request_bytes * 4 // 3 + 4096
 
-    async def _receive(self) -> None:
-        """Take frames off the socket and start decoding each at once, in a worker thread.
+    def _readable(self) -> None:
+        """The socket has frames, or may have (its descriptor is edge-triggered: after any
+        send or receive only ZMQ_EVENTS tells). Take them, a burst at a time so that other
+        callbacks and the handler get their turn; never blocking here keeps ZeroMQ's own
+        queues drained. An exception here would leave the socket unread: the server stops."""
+        self._recv_soon = False
+        try:
+            for _ in range(RECV_BURST):
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                self._take(frames)
+            self._look_soon()
+        except Exception as e:  # noqa: BLE001 - reported, and the server stops
+            self._fail("reading the socket", e)
+
+    def _look_soon(self) -> None:
+        if not self._recv_soon:
+            self._recv_soon = True
+            self._loop.call_soon(self._readable)
+
+    def _take(self, frames: list[zmq.Frame]) -> None:
+        """Start decoding a request in a worker thread, or refuse it at once.
 
         What unauthenticated peers can make the server hold is bounded in bytes: an oversize
         frame is answered and dropped here, and when the requests waiting (for munged, for a
-        slow incoming hook) hold config.max_memory bytes, more are answered "busy". Never
-        blocking here keeps ZeroMQ's own queues drained."""
-        loop = asyncio.get_running_loop()
-        busy_logged = 0.0
-        taken = 0
-        while True:
-            frames = await self.sock.recv_multipart(copy=False)
-            size = len(frames[-1]) if len(frames) > 1 else 0
-            cost = 3 * size + 4096  # the frame, its copy and payload while decoded, bookkeeping
-            refusal = None
-            if size > self._frame_limit():
-                refusal = (Status.REFUSED, f"request of {size} bytes is too large")
-            elif self._held + cost > self.config.max_memory:
-                refusal = (Status.SERVER_ERROR, "server busy: too many requests waiting; "
-                                                "try again")
-                if time.monotonic() - busy_logged > 10:
-                    busy_logged = time.monotonic()
-                    log.warning("busy: requests waiting hold %d bytes (limits."
-                                "max_memory_bytes: %d); refusing more", self._held,
-                                self.config.max_memory)
-            if refusal:
-                envelope = [f.bytes for f in frames[:-1]]
-                del frames  # dropped before anything else is done with it
-                await self._error(envelope, *refusal)
-            else:
-                self._held += cost
-                self._inbox.put_nowait(
-                    (frames, loop.run_in_executor(self._decoders, self._authenticate, frames),
-                     cost))
-            taken += 1
-            if taken % 64 == 0:
-                await asyncio.sleep(0)  # a ready socket never suspends: let the handler in
+        slow incoming hook) hold config.max_memory bytes, more are answered "busy"."""
+        size = len(frames[-1]) if len(frames) > 1 else 0
+        cost = 3 * size + 4096  # the frame, its copy and payload while decoded, bookkeeping
+        refusal = None
+        if size > self._frame_limit():
+            refusal = (Status.REFUSED, f"request of {size} bytes is too large")
+        elif self._held + cost > self.config.max_memory:
+            refusal = (Status.SERVER_ERROR, "server busy: too many requests waiting; "
+                                            "try again")
+            if time.monotonic() - self._busy_logged > 10:
+                self._busy_logged = time.monotonic()
+                log.warning("busy: requests waiting hold %d bytes (limits.max_memory_bytes: "
+                            "%d); refusing more", self._held, self.config.max_memory)
+        if refusal:
+            envelope = [f.bytes for f in frames[:-1]]
+            del frames  # dropped before anything else is done with it
+            self._error(envelope, *refusal)
+            return
+        self._held += cost
+        incoming = Incoming(frames, cost)
+        self._inbox.append(incoming)
+        self._decoders.submit(self._decode, incoming)
+
+    def _decode(self, incoming: Incoming) -> None:
+        """In a decoder thread: decode, then wake the handler unless a wake-up is on its
+        way (it is cleared before the handler looks, so none is missed)."""
+        try:
+            incoming.outcome = self._authenticate(incoming.frames)
+        except Exception as e:  # noqa: BLE001 - a bug: answered as one, by the handler
+            incoming.outcome = e
+        if not self._wake_sent:
+            self._wake_sent = True
+            self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_sent = False
+        self._decoded.set()
 
     async def _handle(self) -> None:
         """Handle decoded requests in arrival order, a batch at a time: one commit a batch."""
+        inbox = self._inbox
         while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < BATCH and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
-            try:
-                await self._handle_batch(batch)
-            finally:
-                self._held -= sum(cost for _, _, cost in batch)
+            await self._decoded.wait()
+            self._decoded.clear()
+            while inbox and inbox[0].outcome is not None:
+                batch = [inbox.popleft()]
+                while len(batch) < BATCH and inbox and inbox[0].outcome is not None:
+                    batch.append(inbox.popleft())
+                try:
+                    await self._handle_batch(batch)
+                finally:
+                    self._held -= sum(incoming.cost for incoming in batch)
 
-    async def _handle_batch(self, batch: list) -> None:
+    async def _handle_batch(self, batch: list[Incoming]) -> None:
         submissions = []
-        for frames, decoding, _ in batch:
+        for incoming in batch:
+            frames, outcome = incoming.frames, incoming.outcome
             envelope = [f.bytes for f in frames[:-1]]
             try:
-                outcome = await decoding
+                if isinstance(outcome, Exception):
+                    raise outcome
                 if isinstance(outcome, Refusal):
                     log.warning("refused request from %s: %s", _peer(frames),
                                 outcome.reason)
-                    await self._error(envelope, outcome.status, outcome.reason)
+                    self._error(envelope, outcome.status, outcome.reason)
                 elif outcome.request.op == Op.SUBMIT:
                     submissions.append((envelope, outcome))
                 else:
-                    await self._answer(envelope, outcome)
+                    self._answer(envelope, outcome)
             except Exception as e:  # one request's bug must not stop the others
-                await self._internal_error([envelope], e)
+                self._internal_error([envelope], e)
         if submissions:
             try:
                 await self._submit(submissions)
             except Exception as e:
-                await self._internal_error([envelope for envelope, _ in submissions], e)
+                self._internal_error([envelope for envelope, _ in submissions], e)
 
-    async def _internal_error(self, envelopes: list[list[bytes]], e: Exception,
+    def _internal_error(self, envelopes: list[list[bytes]], e: Exception,
                               undone: str = "not done") -> None:
         """An unexpected exception while answering: one log record (with the traceback), an
         error reply to each request it hit, and the server goes on. A full or failing disk
@@ -303,7 +363,7 @@ class Server:
                       e, many, exc_info=e)
         for envelope in envelopes:
             try:
-                await self._error(envelope, Status.SERVER_ERROR, error)
+                self._error(envelope, Status.SERVER_ERROR, error)
             except Exception:  # it cannot be sent either: the client times out and retries
                 log.exception("cannot send the internal-error reply")
 
@@ -322,12 +382,13 @@ class Server:
             return Refusal(Status.REFUSED, str(e))
         return Authed(cred, request)
 
-    async def _reply(self, envelope: list[bytes], reply: bytes) -> None:
-        await self.sock.send_multipart([*envelope, reply])
+    def _reply(self, envelope: list[bytes], reply: bytes) -> None:
+        self.sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        self._look_soon()  # the send may have taken the socket's read edge
 
-    async def _error(self, envelope: list[bytes], status: int, error: str) -> None:
+    def _error(self, envelope: list[bytes], status: int, error: str) -> None:
         """An answer about no job: a refusal, or why the server could not do it."""
-        await self._reply(envelope, build_reply(status, 0, error=error))
+        self._reply(envelope, build_reply(status, 0, error=error))
 
     async def _submit(self, batch: list[tuple[list[bytes], Authed]]) -> None:
         pending = []
@@ -339,10 +400,10 @@ class Server:
                       requester_gid=cred.gid, run_as=run_as, dedupe_key=req.dedupe_key,
                       labels=req.labels, after=req.after)
             if (unknown := self.store.unknown(job.after)) is not None:
-                await self._error(envelope, Status.REFUSED, unknown_after(unknown))
+                self._error(envelope, Status.REFUSED, unknown_after(unknown))
                 continue
             if not self.runners.accepts(job.labels):
-                await self._error(envelope, Status.REFUSED,
+                self._error(envelope, Status.REFUSED,
                                   f"no build host has the labels {' '.join(job.labels)} "
                                   f"(build hosts: {self.runners.describe()})")
                 continue
@@ -353,7 +414,7 @@ class Server:
                 if decision.action == "reject":
                     log.warning("hook rejected %s from uid %d: %s", _cmd(job), cred.uid,
                                 decision.reason)
-                    await self._error(envelope, Status.REFUSED, decision.reason)
+                    self._error(envelope, Status.REFUSED, decision.reason)
                     continue
                 merge_into = decision.job_id
             pending.append((envelope, req, job, Submission(job, req.request_id, merge_into)))
@@ -362,18 +423,18 @@ class Server:
         try:
             accepted = self.store.submit([p[-1] for p in pending])  # durable before any answer
         except sqlite3.Error as e:  # only these are unanswered yet
-            await self._internal_error([p[0] for p in pending], e, "submission not stored")
+            self._internal_error([p[0] for p in pending], e, "submission not stored")
             return
         for (envelope, req, job, _), acc in zip(pending, accepted):
             log.info("job %d %s from uid %d: %s", acc.job_id,
                      "merged" if acc.merged else "queued", job.requester_uid, _cmd(job))
             if acc.failed:  # a job it needed had ended badly: its final answer now
-                await self._reply(envelope, self._job_reply(self.store.get(acc.job_id),
+                self._reply(envelope, self._job_reply(self.store.get(acc.job_id),
                                                             legacy=req.legacy))
             elif req.legacy:
                 self.waiters[acc.job_id].append(Waiter(envelope, legacy=True))
             else:
-                await self._reply(envelope, build_reply(
+                self._reply(envelope, build_reply(
                     Status.RAN, 0, job_id=acc.job_id, merged=acc.merged, state=JobState.QUEUED))
         self.runners.wake()
 
@@ -385,27 +446,27 @@ class Server:
         if settled.unblocked:
             self.runners.wake()
 
-    async def _answer(self, envelope: list[bytes], authed: Authed) -> None:
+    def _answer(self, envelope: list[bytes], authed: Authed) -> None:
         req, cred = authed.request, authed.cred
         if req.op == Op.LIST:
-            await self._reply(envelope, self._list_reply())
+            self._reply(envelope, self._list_reply())
             return
         if not 0 <= req.job_id <= MAX_JOB_ID or not 0 <= req.log_offset <= MAX_JOB_ID:
-            await self._error(envelope, Status.REFUSED,
+            self._error(envelope, Status.REFUSED,
                               f"job id or log offset out of range (0 to {MAX_JOB_ID})")
             return
         job = self._job(req.job_id)
         if job is None:
-            await self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
+            self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
                                                     error=f"no job {req.job_id}"))
         elif req.op == Op.WAIT and not job.state.ended:
             self._add_waiter(job.id, Waiter(envelope, legacy=False), req.wait_seconds)
         elif req.op == Op.CANCEL:
-            await self._reply(envelope, self._cancel(job, cred))
+            self._reply(envelope, self._cancel(job, cred))
         elif req.op == Op.LOG:
-            await self._reply(envelope, self._log_reply(job, req.log_offset))
+            self._reply(envelope, self._log_reply(job, req.log_offset))
         else:  # STATUS, or WAIT for a job that has ended
-            await self._reply(envelope, self._job_reply(job))
+            self._reply(envelope, self._job_reply(job))
 
     def _add_waiter(self, job_id: int, waiter: Waiter, seconds: int) -> None:
         seconds = min(seconds or 30, MAX_WAIT_SECONDS)
@@ -416,7 +477,7 @@ class Server:
     def _wait_expired(self, job_id: int, waiter: Waiter) -> None:
         if waiter in self.waiters.get(job_id, []):
             self.waiters[job_id].remove(waiter)
-            asyncio.ensure_future(self._reply_later(waiter.envelope, job_id))
+            self._reply_waiter(waiter.envelope, job_id)
 
     def _job_reply(self, job: Job, legacy: bool = False) -> bytes:
         r = job.result
@@ -482,16 +543,15 @@ class Server:
         for waiter in self.waiters.pop(job.id, []):
             if waiter.timer:
                 waiter.timer.cancel()
-            asyncio.ensure_future(self._reply_later(waiter.envelope, job.id, job,
-                                                    legacy=waiter.legacy))
+            self._reply_waiter(waiter.envelope, job.id, job, legacy=waiter.legacy)
 
-    async def _reply_later(self, envelope: list[bytes], job_id: int, job: Job | None = None,
-                           legacy: bool = False) -> None:
+    def _reply_waiter(self, envelope: list[bytes], job_id: int, job: Job | None = None,
+                      legacy: bool = False) -> None:
         """A waiter's answer, from a timer or a job's end: errors as in _handle."""
         try:
-            await self._reply(envelope, self._job_reply(job or self._job(job_id), legacy))
+            self._reply(envelope, self._job_reply(job or self._job(job_id), legacy))
         except Exception as e:
-            await self._internal_error([envelope], e)
+            self._internal_error([envelope], e)
 
 
 def _peer(frames: list[zmq.Frame]) -> str:

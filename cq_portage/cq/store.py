@@ -227,14 +227,14 @@ class Store:
                              (sub.request_id, job.requester_uid)).fetchone()
             if row:  # a resent submission: same answer as the first time
                 return Accepted(row[0], merged=False)
-        target = None
+        target, key = None, job.key  # (a hash of the command line: computed once)
         if sub.merge_into is not None:  # the hook may also join the running job
             target = db.execute("SELECT id FROM jobs WHERE id = ? AND state IN "
                                 "('queued', 'running')", (sub.merge_into,)).fetchone()
         else:
             target = db.execute(
                 "SELECT id FROM jobs WHERE key = ? AND state = 'queued' ORDER BY id LIMIT 1",
-                (job.key,)).fetchone()
+                (key,)).fetchone()
         failed = False
         if target:  # it keeps its own `after`: the same work, already placed
             job_id, merged = target[0], True
@@ -248,7 +248,7 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 ("queued", job.command, json.dumps(job.argv), json.dumps(job.env),
                  job.run_as.uid, job.run_as.gid, job.requester_uid, job.requester_gid,
-                 job.key, job.dedupe_key, now, " ".join(job.labels),
+                 key, job.dedupe_key, now, " ".join(job.labels),
                  " ".join(map(str, job.after)), 0 if bad else len(waits))).lastrowid
             if bad:  # accepted, and ended at once: its client learns it as any job's end
                 failed = self._fail_unrun(job_id, bad, now)

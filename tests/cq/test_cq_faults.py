@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sqlite3
+import threading
 import time
 
 import pytest
+import zmq
 
+from cq_portage.cq.auth import Munge
 from cq_portage.cq.client import Refused
+from cq_portage.cq.config import load_config
 from cq_portage.cq.job import JobState, Status
+from cq_portage.cq.server import Server
 from cq_portage.cq.wire import Op, build_request, job_state
+from cq_portage.sandbox.server import free_port
 
 from helpers import wait_for
 
@@ -61,6 +70,43 @@ def test_an_exception_while_answering_is_one_reply_and_one_log_record(server):
     assert log.count("internal error while answering a request: JSONDecodeError") == 3
     assert log.count("Traceback (most recent call last)") == 3
     assert server.process.poll() is None
+
+
+def test_a_bug_reading_the_socket_stops_the_server_rather_than_leave_it_deaf(
+        munged, tmp_path, caplog):
+    """The socket is read from a callback on its edge-triggered descriptor: an exception there
+    would leave it unread while the process stays up. The server stops instead, with one
+    critical line and `failed` set (exit status 1), within 5 s. In-process, to plant the bug;
+    every other test drives the same reader in a real server process."""
+    config = load_config(None).with_overrides(
+        host="127.0.0.1", port=free_port(), state_dir=tmp_path / "state",
+        munge_socket=munged.socket)
+    server = Server(config, Munge(munged.socket))
+    server._take = lambda frames: 1 / 0
+
+    def send_one() -> None:
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{config.port}")
+        sock.send(b"anything")
+        time.sleep(6)  # connected while the server stops
+        sock.close()
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                        signal.SIGHUP)}
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.INFO, "cq_portage.cq.server"):
+            asyncio.run(asyncio.wait_for(server.serve(on_ready=threading.Thread(
+                target=send_one, daemon=True).start), 10))
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert time.monotonic() - started < 5
+    assert server.failed
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical == ["stopping: internal error, reading the socket ended: "
+                        "ZeroDivisionError: division by zero"]
 
 
 # -- memory: bounded in bytes for what unauthenticated peers send ---------------------------
