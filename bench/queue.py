@@ -7,8 +7,10 @@ submit latency (p50/p99) at an empty queue and at a deep queue, each with its ra
 
 The limits are measured in the same run, on the same disk and munged: a serial job costs a
 spawn and one commit (its end and the next start share it: SQLite WAL, synchronous=FULL), so
-its durable floor is 1 / (spawn + commit); a submission costs one MUNGE encode (client) and one decode (server),
-so munged's own encode+decode rate with M threads bounds submissions.
+its durable floor is 1 / (spawn + commit); the job store's own end+start commit (its rows
+and the indexes a change of state touches) is timed too, the floor this store can reach. A
+submission costs one MUNGE encode (client) and one decode (server), so munged's own
+encode+decode rate with M threads bounds submissions.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cq_portage.cq import statedir  # noqa: E402
 from cq_portage.cq.auth import Munge  # noqa: E402
+from cq_portage.cq.job import JobState, Result, Status  # noqa: E402
+from cq_portage.cq.serverjob import Job  # noqa: E402
+from cq_portage.cq.store import Store, Submission  # noqa: E402
 from cq_portage.sandbox.munge import Munged  # noqa: E402
 from cq_portage.sandbox.server import CqServer  # noqa: E402
 
@@ -57,6 +63,26 @@ def commit_rate(folder: Path, n: int = 1000) -> float:
         return n / (time.perf_counter() - start)
     finally:
         db.close()
+
+
+def store_commit_rate(folder: Path, n: int = 1000) -> float:
+    """The job store's own commits of a job's end and the next start (what the server makes
+    per serial job) per second, through a queue of n jobs: commit_rate's one row, plus the
+    job rows and the indexes that a change of state touches."""
+    folder.mkdir()
+    statedir.create_store(folder / "cq.db")
+    store = Store(folder / "cq.db")
+    try:
+        store.submit([Submission(Job(command="/bin/true", argv=("/bin/true", str(i)), env=(),
+                                     requester_uid=0, requester_gid=0)) for i in range(n)])
+        ended = None
+        start = time.perf_counter()
+        for _ in range(n):
+            ended = store.finish_and_start(ended, folder / "logs")
+            ended.result = Result(JobState.DONE, Status.RAN, 0)
+        return n / (time.perf_counter() - start)
+    finally:
+        store.close()
 
 
 def munge_rate(socket: str, clients: int, n: int = 6000) -> float:
@@ -140,6 +166,7 @@ def main() -> int:
             Munged(Path(tmp) / "munge", threads=4) as munged:
         direct = floor(args.jobs)
         commits = commit_rate(Path(tmp))
+        store_commits = store_commit_rate(Path(tmp) / "store")
         munged_rate = munge_rate(munged.socket, args.clients)
         with CqServer(Path(tmp) / "run", munged.socket) as server:
             ran = run_rate(server, args.jobs, args.clients)
@@ -159,13 +186,17 @@ def main() -> int:
     print(f"cq queue benchmark: N={args.jobs} jobs, M={args.clients} clients, "
           f"{args.queued} queued")
     durable = 1 / (1 / direct + 1 / commits)  # a spawn and a commit, one after the other
+    stored = 1 / (1 / direct + 1 / store_commits)
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; this disk "
-          f"{commits:.0f} durable commits/s; munged {munged_rate:.0f} encode+decode pairs/s "
+          f"{commits:.0f} durable commits/s, the job store {store_commits:.0f} end+start "
+          f"commits/s; munged {munged_rate:.0f} encode+decode pairs/s "
           f"({args.clients} threads)")
     print(f"  jobs run serially         {ran:8.0f} jobs/s   floor (subprocess) {direct:6.0f}/s"
           f"   ratio {ran / direct:.2f}")
     print(f"                                              durable floor (spawn + commit) "
           f"{durable:6.0f}/s   ratio {ran / durable:.2f}")
+    print(f"                                     spawn + the job store's own commit "
+          f"{stored:6.0f}/s   ratio {ran / stored:.2f}")
     print(f"  the same, run_as requester {ran_requester:7.0f} jobs/s                    "
           f"        ratio to run_as server {ran_requester / ran:.2f}")
     print(f"  detached submissions      {accepted:8.0f} /s       (durable: fsync'd before the "
