@@ -302,6 +302,42 @@ def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server
     assert "Traceback" not in log
 
 
+def test_disk_full_logs_one_line_per_batch_of_refused_submissions(tmpfs_server):
+    """16 submitters, each with its own connection, send 20 submissions each at once on a
+    full disk: every one gets its error reply within 20 s, and the log holds one line per
+    batch the server refused together, not one per submission (up to 512 identical lines)."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = tmpfs_server
+    server.start()
+    fill(server.state_dir)
+
+    def submitter(n: int) -> list[str]:
+        errors = []
+        with server.client(timeout=20) as client:
+            for i in range(20):
+                try:
+                    client.submit(["true", str(n), str(i)])
+                except Refused as e:
+                    errors.append(str(e))
+        return errors
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        errors = [e for each in pool.map(submitter, range(16)) for e in each]
+    assert time.monotonic() - started < 20
+    assert len(errors) == 16 * 20  # none stored, none lost, none left hanging
+    assert all("no space left in STATE_DIR" in e for e in errors)
+    lines = [line for line in server.log.read_text().splitlines()
+             if "no space left in STATE_DIR" in line]
+    sizes = [int(m[1]) if (m := re.search(r"\((\d+) requests of one batch\)$", line)) else 1
+             for line in lines]
+    assert sum(sizes) == len(errors)  # each refusal logged once, in its batch's line
+    assert len(lines) < len(errors), "one line per submission: no batch formed, or logged"
+    assert server.process.poll() is None
+
+
 def test_sigterm_on_a_full_disk_ends_within_the_grace(tmpfs_server, tmp_path):
     """A job that ended while the disk was full cannot be recorded: SIGTERM still ends the
     server within stop_grace_seconds (2) + 5 s, exit 0; the next start reports the job as
