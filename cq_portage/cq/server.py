@@ -248,6 +248,8 @@ class Server:
         callbacks and the handler get their turn; never blocking here keeps ZeroMQ's own
         queues drained. An exception here would leave the socket unread: the server stops."""
         self._recv_soon = False
+        if self._stop.is_set():  # stopping (a reply may still ask for a look): read no more
+            return
         try:
             for _ in range(RECV_BURST):
                 try:
