@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -54,9 +55,7 @@ class CqServer(Daemon):
 
     def kill(self) -> None:
         """kill -9: what a crash looks like."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGKILL)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         stop_process(self.process, timeout=timeout)
