@@ -44,7 +44,11 @@ class Job:
 
     def info(self, position: int | None = None) -> JobInfo:
         r = self.result  # None until it ends: no statuses yet
-        shared = {name: getattr(self, name) for name in JobInfo._fields if hasattr(self, name)}
-        return JobInfo(**{**shared, "args": self.argv, "run_as": str(self.run_as)},
+        return JobInfo(id=self.id, state=self.state, args=self.argv,
+                       requester_uid=self.requester_uid, requester_gid=self.requester_gid,
+                       submitted=self.submitted, started=self.started, finished=self.finished,
                        internal_status=r and r.internal_status, exit_status=r and r.exit_status,
-                       error=r and r.error or None, position=position)
+                       error=r and r.error or None, position=position, waiters=self.waiters,
+                       log_path=self.log_path, dedupe_key=self.dedupe_key,
+                       run_as=str(self.run_as), host=self.host, labels=self.labels,
+                       attempts=self.attempts, after=self.after)
