@@ -66,11 +66,6 @@ def entry_environment(plan: Plan, entry: PlanEntry) -> dict[str, str]:
     return env
 
 
-def needed(plan: Plan, entry: PlanEntry) -> list[PlanEntry]:
-    """The plan entries `entry` needs, directly or through others, in merge order."""
-    return list(plan.needs[entry.cpv])
-
-
 def _use_expanded(variable: str, use_expand: Iterable[str]) -> bool:
     return variable == "USE" or variable.lower() in use_expand
 
@@ -92,7 +87,7 @@ def package_use_lines(plan: Plan, entry: PlanEntry) -> str:
         elif _use_expanded(variable, plan.use_expand):  # an exported one replaces
             lines.append(f"*/* {variable}: -* {value}".rstrip())
     lines.extend(str(line) for line in plan.group.package_use)
-    lines.extend(_pin(e) for e in (*needed(plan, entry), entry))
+    lines.extend(_pin(e) for e in (*plan.needs(entry), entry))
     return "\n".join(lines)
 
 
@@ -107,7 +102,7 @@ def build_command(plan: Plan, entry: PlanEntry) -> tuple[str, ...]:
     """The group's build command (run inside its root) with the atoms of what the entry
     needs, then its own, in place of "{atom}" or at the end; "{package}" in an argument
     becomes the entry's CATEGORY/PN:SLOT."""
-    atoms = tuple(e.atom for e in (*needed(plan, entry), entry))
+    atoms = tuple(e.atom for e in (*plan.needs(entry), entry))
     package = f"{cpv_getkey(entry.cpv)}:{entry.slot}"
     command = tuple(arg.replace(PACKAGE_PLACEHOLDER, package)
                     for arg in plan.group.build_command)
@@ -164,7 +159,7 @@ def build_jobs(plans: Iterable[Plan]) -> list[BuildJob]:
         previous: str | None = None
         for entry in plan.builds:
             key = keys[entry.cpv]
-            after = tuple(keys[e.cpv] for e in needed(plan, entry) if e.cpv in keys)
+            after = tuple(keys[e.cpv] for e in plan.needs(entry) if e.cpv in keys)
             if key in jobs:
                 job = jobs[key]
                 jobs[key] = replace(job, groups=tuple(dict.fromkeys((*job.groups,

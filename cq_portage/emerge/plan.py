@@ -110,20 +110,27 @@ class Plan:
     install_env: tuple[tuple[str, str], ...] = ()
 
     @functools.cached_property
-    def needs(self) -> dict[str, tuple[PlanEntry, ...]]:
-        """Each entry's cpv: the entries it needs, directly or through others, in merge
-        order (asked several times per entry while jobs are made: computed once)."""
-        by_cpv = {e.cpv: e for e in self.entries}
-        needs = {}
-        for entry in self.entries:
-            found: set[str] = set()
-            stack = list(entry.depends)
-            while stack:
-                cpv = stack.pop()
-                if cpv not in found and cpv in by_cpv:
-                    found.add(cpv)
-                    stack.extend(by_cpv[cpv].depends)
-            needs[entry.cpv] = tuple(e for e in self.entries if e.cpv in found)
+    def _by_cpv(self) -> dict[str, PlanEntry]:
+        return {e.cpv: e for e in self.entries}
+
+    @functools.cached_property
+    def _needs(self) -> dict[str, tuple[PlanEntry, ...]]:
+        return {}  # filled by needs(), for the entries asked only (builds, when jobs are made)
+
+    def needs(self, entry: PlanEntry) -> tuple[PlanEntry, ...]:
+        """The entries `entry` needs, directly or through others, in merge order (asked
+        several times per build while jobs are made: computed once)."""
+        if (known := self._needs.get(entry.cpv)) is not None:
+            return known
+        by_cpv = self._by_cpv
+        found: set[str] = set()
+        stack = list(entry.depends)
+        while stack:
+            cpv = stack.pop()
+            if cpv not in found and cpv in by_cpv:
+                found.add(cpv)
+                stack.extend(by_cpv[cpv].depends)
+        needs = self._needs[entry.cpv] = tuple(e for e in self.entries if e.cpv in found)
         return needs
 
     @property
