@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests/emerge")]
 from fleet_helpers import Fleet, make_fleet  # noqa: E402
 from site_helpers import Site, edited_config, make_site  # noqa: E402
 
+from cq_portage.emerge.install_log import EMERGING  # noqa: E402
 from cq_portage.sandbox.munge import Munged  # noqa: E402
 from cq_portage.sandbox.prefix import write_vdb_entry  # noqa: E402
 from cq_portage.sandbox.repository import Ebuild  # noqa: E402
@@ -104,10 +104,6 @@ def prepare(root: Path, munged, packages, states) -> Fleet:
     return fleet
 
 
-# A package emerge builds from source (a binary one reads "Emerging binary (...").
-_SOURCE_BUILD = re.compile(r"^>>> Emerging \(\d+ of \d+\) (\S+)$", re.M)
-
-
 def builds_run(site: Site) -> Counter:
     """The atoms of the build jobs the server ran: a job's own package is its argv[-1]."""
     return Counter(a for a in site.jobs_run() if a.startswith("=bench-"))
@@ -122,7 +118,8 @@ def built_from_source(site: Site) -> Counter:
         for job in client.list():
             if job.args[-1].startswith("=bench-"):
                 log = job_log(client, job.id).decode(errors="replace")
-                built.update(f"={cpv}" for cpv in _SOURCE_BUILD.findall(log))
+                built.update(f"={m['named']}" for line in log.splitlines()
+                             if (m := EMERGING.match(line)) and not m["binary"])
     return built
 
 

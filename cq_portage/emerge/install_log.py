@@ -17,7 +17,10 @@ from pathlib import Path
 _REFUSED = re.compile(r"^!!! (?:Error extracting|Invalid binary package:) '(?P<file>[^']+)', "
                       r"(?P<reason>.+)$")
 _FAILED = re.compile(r"^>>> Failed to emerge (?P<cpv>\S+?)(?:::\S+)?,")
-_EMERGING = re.compile(r"^>>> Emerging binary \(\d+ of \d+\) (?P<cpv>\S+?)(?:::\S+)?$")
+# emerge starting a package ("binary " when it merges a binary package, none for a build),
+# named as emerge names it (cpv::repo)
+EMERGING = re.compile(r"^>>> Emerging (?P<binary>binary )?\(\d+ of \d+\) "
+                      r"(?P<named>(?P<cpv>\S+?)(?:::\S+)?)$")
 _TAIL = 256 * 1024  # the end of a log says why; a huge log is not read whole
 
 
@@ -40,7 +43,7 @@ def install_failure(log_file: Path) -> InstallFailure | None:
     except OSError:
         return None
     lines = [line.strip() for line in text.splitlines()]
-    named = [m["cpv"] for line in lines if (m := _FAILED.match(line) or _EMERGING.match(line))]
+    named = [m["cpv"] for line in lines if (m := _FAILED.match(line) or EMERGING.match(line))]
     cpv = named[-1] if named else None  # the last package emerge named
     for at in range(len(lines) - 1, -1, -1):
         refused = _REFUSED.match(lines[at])
