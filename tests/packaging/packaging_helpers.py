@@ -235,7 +235,11 @@ def span(value: str) -> float:
     """A systemd time span as seconds ("30min", "1h", "90s", "600")."""
     assert re.fullmatch(r"(\s*\d+\s*[a-z]*)+\s*", value), f"unexpected time span {value!r}"
     units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600}
-    return float(sum(int(n) * units[unit] for n, unit in re.findall(r"(\d+)\s*([a-z]*)", value)))
+    parts = re.findall(r"(\d+)\s*([a-z]*)", value)
+    unknown = [unit for _, unit in parts if unit not in units]
+    assert not unknown, f"time span {value!r}: unit {unknown[0]!r} unknown here (known: " \
+                        f"{', '.join(u for u in units if u)})"
+    return float(sum(int(n) * units[unit] for n, unit in parts))
 
 
 def tarball_name() -> str:
