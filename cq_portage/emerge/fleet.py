@@ -53,11 +53,14 @@ class Labelled:
 
 
 def ssh_files_problem(config: Config) -> str | None:
-    """The SSH key and known_hosts must be readable before any host is tried."""
-    for what, path in config.ssh.unreadable():
-        return (f"{config.path}: ssh.{what} {path} cannot be read (fleet mode reaches "
-                f"the group's hosts with it; set ssh: {{{what}: FILE}})")
-    return None
+    """The SSH key and known_hosts must be readable before any host is tried: the first of
+    them that is not (the key before known_hosts), in one line."""
+    unreadable = config.ssh.unreadable()
+    if not unreadable:
+        return None
+    what, path = unreadable[0]
+    return (f"{config.path}: ssh.{what} {path} cannot be read (fleet mode reaches "
+            f"the group's hosts with it; set ssh: {{{what}: FILE}})")
 
 
 def fetch_plans(runs: list[HostRun]) -> None:
