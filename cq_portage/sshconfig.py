@@ -1,12 +1,26 @@
-"""What both configs say about SSH: the `ssh:` section, the check that its files can be read,
-and ssh:// URLs. Apart from ssh.py so that reading a config does not load paramiko."""
+"""What both configs say about SSH: the `ssh:` section and its one reader, the check that its
+files can be read, and ssh:// URLs. Apart from ssh.py so that reading a config does not load
+paramiko."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
+
+from .yamlfile import Checker, kind
+
+# Seconds are more than 0 and at most this: past it a value is a typo, or one that overflows
+# a timer of a running process instead of being refused when the config loads.
+MAX_SECONDS = {"connect_timeout": 3600, "check_seconds": 3600, "retry_seconds": 86400}
+# One key's check: (checker, value node, its name in messages) -> the value, or None after
+# a problem.
+Check = Callable[[Checker, yaml.Node, str], Any]
 
 
 @dataclass(frozen=True)
@@ -64,3 +78,52 @@ class SshTarget:
 
     def __str__(self) -> str:
         return f"ssh://{self.user}@{self.address}"
+
+
+def read_section(c: Checker, node: yaml.Node, own: Mapping[str, Check],
+                 old_key_name: bool = False) -> SshSettings:
+    """The `ssh:` section of either config, each problem a FILE:LINE line in `c`. Both configs
+    read key_file and known_hosts (file_path) and connect_timeout (seconds); `own` holds the
+    keys only one of them reads, with their checks. `old_key_name`: `key` is read as key_file,
+    with a warning (its old name in cq-server's config)."""
+    checks = {"key_file": file_path, "known_hosts": file_path, "connect_timeout": seconds,
+              **own}
+    entries = c.mapping(node, "ssh", {*checks, "key"} if old_key_name else checks)
+    if entries is None:
+        return SshSettings()
+    if old_key_name:
+        c.renamed(entries, "key", "key_file", "ssh")
+        entries.pop("key", None)  # left only when key_file is given too: a problem already
+    values = {key: checks[key](c, value, f"ssh.{key}") for key, (_, value) in entries.items()}
+    return SshSettings(**{key: value for key, value in values.items() if value is not None})
+
+
+def file_path(c: Checker, node: yaml.Node, what: str) -> Path | None:
+    """An absolute path, or ~/... (the home of the user running the command: a relative path
+    would depend on the directory it was started in)."""
+    value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
+    path = None
+    if isinstance(value, str) and "\0" not in value:  # a NUL makes every use of a path raise
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # ~user of no such user, or no home to expand ~ to
+            pass
+    if path is None or not path.is_absolute():
+        c.error(node, f"{what} must be an absolute path (or ~/...), not {kind(node)}")
+        return None
+    return path
+
+
+def seconds(c: Checker, node: yaml.Node, what: str) -> float | None:
+    """More than 0 and at most MAX_SECONDS of the key (.nan and .inf are neither)."""
+    value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
+    high = MAX_SECONDS[what.removeprefix("ssh.")]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        c.error(node, f"{what} must be a number of seconds, not {kind(node)}")
+    elif value <= 0:
+        c.error(node, f"{what} must be positive")
+    elif not value <= high:  # .nan compares false: refused too
+        c.error(node, f"{what} must be between 0 and {high}, not {value}")
+    else:
+        return float(value)
+    return None

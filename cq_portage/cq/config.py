@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grp
-import math
 import os
 import pwd
 import shutil
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from ..sshconfig import SshSettings
+from ..sshconfig import SshSettings, SshTarget, file_path, read_section, seconds
 from ..yamlfile import Checker, ConfigError, Entries, compose, read
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
 from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost
 from .job import RunAs
-from ..sshconfig import SshTarget
 from .wire import DEFAULT_HOST, DEFAULT_PORT, BadRequest, Limits, parse_labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/cq")
@@ -29,8 +27,10 @@ MAX_MEMORY = 256 << 20  # default bound on what unauthenticated input may make t
 # timer, a date) and would crash a running server instead of being refused by --check-config.
 BOUNDS = {"max_request_bytes": 16 << 20, "max_args": 1 << 20, "max_env": 1 << 16,
           "max_string_bytes": 16 << 20, "max_after": 1 << 16, "max_memory_bytes": 64 << 30,
-          "hook_timeout": 3600, "stop_grace_seconds": 86400, "keep_finished_days": 36500,
-          "connect_timeout": 3600, "check_seconds": 3600, "retry_seconds": 86400}
+          "hook_timeout": 3600, "stop_grace_seconds": 86400, "keep_finished_days": 36500}
+# What only cq-server reads in ssh: (besides key_file's old name `key`): how often its runners
+# check a host that runs a job, and retry one that is down.
+SSH_KEYS = {"check_seconds": seconds, "retry_seconds": seconds}
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ def load_config(path: str | Path | None) -> ServerConfig:
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
         values[name] = _number(c, top, key, key, 0)
-    ssh = values["ssh"] = _ssh_settings(c, top["ssh"][1]) if "ssh" in top else SshSettings()
+    ssh = values["ssh"] = read_section(c, top["ssh"][1], SSH_KEYS, old_key_name=True) \
+        if "ssh" in top else SshSettings()
     if "build_hosts" in top:
         values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh)
         if values.get("run_as", RunAs()) != RunAs() and any(h.ssh for h in values["hosts"]):
@@ -156,42 +157,23 @@ def _section(c: Checker, top: Entries, key: str, allowed: Collection[str]) -> En
     return c.mapping(top[key][1], key, allowed) if key in top else None
 
 
-def _ssh_settings(c: Checker, node) -> SshSettings:
-    ssh = c.mapping(node, "ssh", {"key", "key_file", "known_hosts", "connect_timeout",
-                                  "check_seconds", "retry_seconds"})
-    if ssh is None:
-        return SshSettings()
-    c.renamed(ssh, "key", "key_file", "ssh")
-    values: dict = {}
-    for key in ("key_file", "known_hosts"):
-        if (path := c.get(ssh, key, str)) is not None:
-            values[key] = Path(path)
-    for key in ("connect_timeout", "check_seconds", "retry_seconds"):
-        values[key] = _number(c, ssh, key, f"ssh.{key}", 0, positive=True)
-    return SshSettings(**{k: v for k, v in values.items() if v is not None})
-
-
 def _number(c: Checker, entries: Entries, key: str, name: str, low: int,
-            types: tuple[type, ...] = (int, float), positive: bool = False):
-    """The value of `key` if it lies in [low, BOUNDS[key]] (and is a number: not .nan or
+            types: tuple[type, ...] = (int, float)):
+    """The value of `key` if it lies in [low, BOUNDS[key]] (the test is false for .nan and
     .inf), a float unless only ints are taken; None if absent or not (a problem)."""
     if (value := c.get(entries, key, types)) is None:
         return None
-    high, node = BOUNDS[key], entries[key][1]
-    if positive and value <= 0:
-        c.error(node, f"{name} must be positive")
-    elif not math.isfinite(value) or not low <= value <= high:
-        c.error(node, f"{name} must be between {low} and {high}, not {value}")
-    else:
-        return value if types == (int,) else float(value)
-    return None
+    if not low <= value <= BOUNDS[key]:
+        c.error(entries[key][1], f"{name} must be between {low} and {BOUNDS[key]}, not {value}")
+        return None
+    return value if types == (int,) else float(value)
 
 
 def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
     """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key_file:
-    PATH, known_hosts: PATH}}; the url defaults to local. Files are checked now: a host that
-    cannot be reached is only found out when it is tried, but a typo in a path is a config
-    error."""
+    PATH, known_hosts: PATH}}; the url defaults to local, the paths to ssh:'s (checked as
+    there). Files are checked now: a host that cannot be reached is only found out when it is
+    tried, but a typo in a path is a config error."""
     names = c.mapping(node, "build_hosts", None) if isinstance(node, yaml.MappingNode) \
         and node.value else None
     if names is None:
@@ -230,8 +212,11 @@ def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
         except ValueError as e:
             c.error(spec["url"][1], f"{what}: {e} (or 'local')")
             continue
-        files = replace(ssh, **{key: Path(c.get(spec, key, str) or getattr(ssh, key))
-                                for key in ("key_file", "known_hosts")})
+        paths = {key: file_path(c, spec[key][1], f"{what}: {key}")
+                 for key in ("key_file", "known_hosts") if key in spec}
+        if None in paths.values():
+            continue
+        files = replace(ssh, **paths)
         for key, path in files.unreadable():
             c.error(spec[key][1] if key in spec else name_node,
                     f"{what}: {key.removesuffix('_file')} file {path} cannot be read" + (

@@ -15,7 +15,7 @@ from cq_portage.cq.client import DEFAULT_PORT, valid_label
 from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
 from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, MAX_KEEP_LOGS_DAYS, Config,
                                         GroupProfile, HostSettings, PackageUse, Server)
-from cq_portage.sshconfig import SshSettings, SshTarget
+from cq_portage.sshconfig import SshSettings, SshTarget, read_section
 from cq_portage.yamlfile import Checker, ConfigError, compose, kind, read
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
@@ -35,7 +35,6 @@ _SIGNATURES = ("required", "as-configured")
 _URL_RE = re.compile(r"(https?|ftp|file|ssh)://\S+")
 _HOST_KEYS = ("groups", "postsync")
 _SERVER_KEYS = ("host", "port", "munge_socket", "timeout")
-_SSH_KEYS = ("key_file", "known_hosts", "connect_timeout", "command")
 
 
 def config_path(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -70,7 +69,8 @@ class Validator(Checker):
             self.error(root, "no 'groups' section: add groups: {NAME: {use: ...}}")
         groups = self.groups(top["groups"][1]) if "groups" in top else {}
         host = self.host(top["host"][1], groups) if "host" in top else HostSettings()
-        ssh = self.ssh(top["ssh"][1]) if "ssh" in top else SshSettings()
+        ssh = read_section(self, top["ssh"][1], {"command": self.ssh_command}) \
+            if "ssh" in top else SshSettings()
         keep_logs_days = DEFAULT_KEEP_LOGS_DAYS
         if "keep_logs_days" in top:
             keep_logs_days = self.keep_logs_days(top["keep_logs_days"][1])
@@ -130,33 +130,10 @@ class Validator(Checker):
             return DEFAULT_KEEP_LOGS_DAYS
         return float(days)
 
-    def ssh(self, node: yaml.Node) -> SshSettings:
-        """How fleet mode reaches hosts: key, known_hosts (always checked), timeout, and the
-        cq-emerge command run there."""
-        entries = self.mapping(node, "'ssh'", _SSH_KEYS)
-        if entries is None:
-            return SshSettings()
-        values: dict[str, Any] = {}
-        for key in ("key_file", "known_hosts"):
-            if key in entries:
-                value = self.value(entries[key][1])
-                path = Path(value).expanduser() if isinstance(value, str) else None
-                if path is None or not path.is_absolute():
-                    self.error(entries[key][1], f"'ssh.{key}' must be an absolute path "
-                                                "(or ~/...)")
-                else:
-                    values[key] = path
-        if "connect_timeout" in entries:
-            timeout = self.value(entries["connect_timeout"][1])
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                    or timeout <= 0:
-                self.error(entries["connect_timeout"][1],
-                           "'ssh.connect_timeout' must be a number of seconds")
-            else:
-                values["connect_timeout"] = float(timeout)
-        if "command" in entries:
-            values["command"] = self.build_command(entries["command"][1], "'ssh.command'")
-        return SshSettings(**values)
+    def ssh_command(self, _: Checker, node: yaml.Node, what: str) -> tuple[str, ...] | None:
+        """ssh.command, the one key of ssh: only cq-emerge reads: what fleet mode runs on the
+        hosts to plan (see sshconfig.read_section for the others)."""
+        return self.build_command(node, what) or None
 
     def hosts(self, node: yaml.Node, what: str) -> tuple:
         """ssh://user@host[:port] URLs; a host belongs to one group only (its profile)."""

@@ -1,5 +1,5 @@
 """cq-server's config file: every problem in it at once, a FILE:LINE line each; the SSH
-key's old name `key` still read, with a warning."""
+key's old name `key` still read, with a warning; ssh: checked by cq-emerge's rules too."""
 
 from __future__ import annotations
 
@@ -70,3 +70,47 @@ def test_ssh_files_are_checked_when_the_config_loads(tmp_path):
         f"{path}:2: build host 'far': key file {tmp_path}/no-key cannot be read",
         f"{path}:2: build host 'far': known_hosts file {tmp_path}/no-kh cannot be read (host "
         "keys are verified: create it with ssh-keyscan, checking the keys)"]
+
+
+def test_ssh_paths_expand_home_as_cq_emerge_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the home of the user running cq-server
+    for name in ("k", "kh", "k2"):
+        (tmp_path / name).write_text("k")
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("build_hosts:\n  far: {url: 'ssh://root@h', key_file: ~/k2}\n"
+                    "ssh: {key_file: ~/k, known_hosts: ~/kh}\n")
+    config = load_config(path)
+    assert (config.ssh.key_file, config.ssh.known_hosts) == (tmp_path / "k", tmp_path / "kh")
+    assert (config.hosts[0].key_file, config.hosts[0].known_hosts) == (tmp_path / "k2",
+                                                                       tmp_path / "kh")
+
+
+@pytest.mark.parametrize("text, problems", [
+    # A relative path would be read from wherever the server was started (/ once daemonized).
+    ("ssh:\n  key_file: id\n", [":2: ssh.key_file must be an absolute path (or ~/...), not "
+                                "text 'id'"]),
+    ('ssh: {known_hosts: "/k\\0"}\n', [":1: ssh.known_hosts must be an absolute path (or "
+                                       "~/...), not text '/k\\x00'"]),
+    ("ssh: {key_file: ~no-such-user/k}\n", [":1: ssh.key_file must be an absolute path (or "
+                                            "~/...), not text '~no-such-user/k'"]),
+    ("ssh: {connect_timeout: 10s}\n", [":1: ssh.connect_timeout must be a number of seconds, "
+                                       "not text '10s'"]),
+    ("ssh: {connect_timeout: 5000}\n", [":1: ssh.connect_timeout must be between 0 and 3600, "
+                                        "not 5000"]),
+    ("ssh: {command: [cq-emerge]}\n", [":1: unknown key 'command' in ssh (known keys: "
+                                       "check_seconds, connect_timeout, key, key_file, "
+                                       "known_hosts, retry_seconds)"]),
+    # A build host's own files follow the same rule, and a bad one is not also reported as
+    # the default file that cannot be read.
+    ("build_hosts:\n  far:\n    url: ssh://root@h\n    known_hosts: kh\n",
+     [":4: build host 'far': known_hosts must be an absolute path (or ~/...), not text 'kh'"]),
+    ("build_hosts:\n  far: {url: 'ssh://root@h', key_file: [a], known_hosts: /}\n",
+     [":2: build host 'far': key_file must be an absolute path (or ~/...), not a list"]),
+])
+def test_ssh_problems_are_a_line_each(tmp_path, monkeypatch, text, problems):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default key file cannot be read
+    path = tmp_path / "cq-server.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}{problem}" for problem in problems]

@@ -66,17 +66,35 @@ BAD = [
     ("host-in-two-groups", "server: {host: b}\ngroups:\n  web: {hosts: [ssh://r@w1]}\n"
      "  db:\n    hosts: [ssh://r@w1]\n", 5, "is listed in group 'web' too"),
     ("ssh-not-mapping", "server: {host: b}\ngroups: {web: {}}\nssh: yes\n", 3,
-     "'ssh' must be a mapping"),
+     "ssh must be a mapping"),
     ("ssh-unknown-key", "server: {host: b}\ngroups: {web: {}}\nssh: {keyfile: /k}\n", 3,
-     "unknown key 'keyfile' in 'ssh'"),
+     "unknown key 'keyfile' in ssh"),
     ("ssh-relative-key", "server: {host: b}\ngroups: {web: {}}\nssh:\n  key_file: id\n", 4,
-     "'ssh.key_file' must be an absolute path"),
+     "ssh.key_file must be an absolute path (or ~/...), not text 'id'"),
     ("ssh-known-hosts-type", "server: {host: b}\ngroups: {web: {}}\nssh:\n"
-     "  known_hosts: [a]\n", 4, "'ssh.known_hosts' must be an absolute path"),
+     "  known_hosts: [a]\n", 4,
+     "ssh.known_hosts must be an absolute path (or ~/...), not a list"),
     ("ssh-timeout", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: -1}\n", 3,
-     "'ssh.connect_timeout' must be a number of seconds"),
+     "ssh.connect_timeout must be positive"),
+    ("ssh-timeout-text", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: 5s}\n",
+     3, "ssh.connect_timeout must be a number of seconds, not text '5s'"),
+    # The rules cq-server had: a bound (past it a typo), no ~ of an unknown user, no NUL;
+    # `key` and the runners' settings are cq-server's own keys.
+    ("ssh-timeout-long", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: 5000}\n",
+     3, "ssh.connect_timeout must be between 0 and 3600, not 5000"),
+    ("ssh-timeout-inf", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: .inf}\n",
+     3, "ssh.connect_timeout must be between 0 and 3600, not inf"),
+    ("ssh-timeout-nan", "server: {host: b}\ngroups: {web: {}}\nssh: {connect_timeout: .nan}\n",
+     3, "ssh.connect_timeout must be between 0 and 3600, not nan"),
+    ("ssh-unknown-user", "server: {host: b}\ngroups: {web: {}}\nssh:\n"
+     "  key_file: ~no-such-user/k\n", 4, "ssh.key_file must be an absolute path (or ~/...)"),
+    ("ssh-nul", "server: {host: b}\ngroups: {web: {}}\nssh:\n  known_hosts: \"/k\\0\"\n", 4,
+     "ssh.known_hosts must be an absolute path (or ~/...)"),
+    ("ssh-server-key", "server: {host: b}\ngroups: {web: {}}\nssh: {check_seconds: 5}\n", 3,
+     "unknown key 'check_seconds' in ssh (known keys: command, connect_timeout, key_file, "
+     "known_hosts)"),
     ("ssh-command-string", "server: {host: b}\ngroups: {web: {}}\nssh:\n"
-     "  command: cq-emerge\n", 4, "'ssh.command' must be a list of arguments"),
+     "  command: cq-emerge\n", 4, "ssh.command must be a list of arguments"),
 ]
 
 
