@@ -108,14 +108,13 @@ class Plan:
     # the install exports so that its emerge sees the binhosts as the plan did.
     binhost_indexes: tuple[str, ...] = ()
     install_env: tuple[tuple[str, str], ...] = ()
+    # needs() of the entries asked so far (builds, when jobs are made)
+    _needs: dict[str, tuple[PlanEntry, ...]] = field(default_factory=dict, init=False,
+                                                     repr=False, compare=False)
 
     @functools.cached_property
     def _by_cpv(self) -> dict[str, PlanEntry]:
         return {e.cpv: e for e in self.entries}
-
-    @functools.cached_property
-    def _needs(self) -> dict[str, tuple[PlanEntry, ...]]:
-        return {}  # filled by needs(), for the entries asked only (builds, when jobs are made)
 
     def needs(self, entry: PlanEntry) -> tuple[PlanEntry, ...]:
         """The entries `entry` needs, directly or through others, in merge order (asked
