@@ -87,8 +87,14 @@ class Checker:
             raise ConfigError(self.problems)
 
     def value(self, node: yaml.Node) -> Any:
-        """The Python value of `node` (lists and mappings included)."""
-        return self._loader.construct_object(node, deep=True)
+        """The Python value of `node` (lists and mappings included); None, and a problem,
+        if PyYAML cannot build it (a list or a mapping as a key, deep inside)."""
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as e:
+            mark = e.problem_mark or node.start_mark
+            self.problems.append(f"{self.path}:{mark.line + 1}: invalid YAML: {e.problem}")
+            return None
 
     def mapping(self, node: yaml.Node | None, what: str, allowed: Collection[str] | None
                 ) -> Entries | None:
@@ -115,8 +121,10 @@ class Checker:
         """The value of `key` if it is one of `types`; None if absent or not (a problem)."""
         if key not in entries:
             return None
-        node = entries[key][1]
+        node, known = entries[key][1], len(self.problems)
         value, types = self.value(node), types if isinstance(types, tuple) else (types,)
+        if len(self.problems) > known:  # it could not be read: said already
+            return None
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
             self.error(node, f"{what or key} must be {names}, not {type(value).__name__}")

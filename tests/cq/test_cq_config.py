@@ -26,6 +26,17 @@ def test_every_problem_is_reported_at_once(tmp_path):
         f"{path}:4: ssh.check_seconds must be positive"]
 
 
+def test_a_key_yaml_cannot_build_is_one_line_not_a_traceback(tmp_path):
+    """A list as a mapping key (`{[a]: 1}`) is valid YAML that PyYAML cannot turn into a
+    dict: one line where it is, not a ConstructorError's traceback."""
+    path = tmp_path / "cq-server.yaml"
+    path.write_text("listen:\n  port: {[a]: 1}\nallow: {users: [{[b]: 2}]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}:2: invalid YAML: found unhashable key",
+                                     f"{path}:3: invalid YAML: found unhashable key"]
+
+
 def test_check_config_prints_a_line_per_problem(tmp_path):
     path = tmp_path / "cq-server.yaml"
     path.write_text("hook_timeout: -1\nrun_as: nosuchuser\n")

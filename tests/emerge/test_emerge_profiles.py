@@ -124,6 +124,8 @@ BAD = [
     ("group-not-mapping", "server: {host: b}\ngroups:\n  web: ssl\n", 3,
      "group 'web' must be a mapping"),
     ("bad-group-name", "server: {host: b}\ngroups:\n  \"we b\": {}\n", 3, "invalid group name"),
+    ("unhashable-key", "server: {host: b}\ngroups:\n  web:\n    env: {CFLAGS: {[a]: b}}\n", 4,
+     "invalid YAML: found unhashable key"),
 ]
 
 
@@ -158,7 +160,7 @@ def _cli(*args, env=None):
 
 
 @pytest.mark.parametrize("name", ["bad-yaml", "missing-server", "use-not-a-flag",
-                                  "unknown-group-key", "env-value-type"])
+                                  "unknown-group-key", "env-value-type", "unhashable-key"])
 def test_cli_bad_config_exit_2_without_traceback(tmp_path, name):
     text, line, message = next(b[1:] for b in BAD if b[0] == name)
     path = tmp_path / "c.yaml"
