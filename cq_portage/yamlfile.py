@@ -88,13 +88,16 @@ class Checker:
 
     def value(self, node: yaml.Node) -> Any:
         """The Python value of `node` (lists and mappings included); None, and a problem,
-        if PyYAML cannot build it (a list or a mapping as a key, deep inside)."""
+        if PyYAML cannot build it: a list or a mapping as a key, an unknown tag, or a value
+        its explicit tag cannot take (!!float x, whose constructor raises ValueError)."""
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as e:
-            mark = e.problem_mark or node.start_mark
-            self.problems.append(f"{self.path}:{mark.line + 1}: invalid YAML: {e.problem}")
-            return None
+            line, problem = (e.problem_mark or node.start_mark).line, e.problem
+        except (ValueError, TypeError, AttributeError):
+            line, problem = node.start_mark.line, "a value that its explicit tag cannot take"
+        self.problems.append(f"{self.path}:{line + 1}: invalid YAML: {problem}")
+        return None
 
     def mapping(self, node: yaml.Node | None, what: str, allowed: Collection[str] | None
                 ) -> Entries | None:

@@ -126,6 +126,8 @@ BAD = [
     ("bad-group-name", "server: {host: b}\ngroups:\n  \"we b\": {}\n", 3, "invalid group name"),
     ("unhashable-key", "server: {host: b}\ngroups:\n  web:\n    env: {CFLAGS: {[a]: b}}\n", 4,
      "invalid YAML: found unhashable key"),
+    ("bad-tagged-value", "server: {host: b}\ngroups:\n  web:\n    env: {N: !!float x}\n", 4,
+     "invalid YAML: a value that its explicit tag cannot take"),
 ]
 
 
@@ -160,7 +162,8 @@ def _cli(*args, env=None):
 
 
 @pytest.mark.parametrize("name", ["bad-yaml", "missing-server", "use-not-a-flag",
-                                  "unknown-group-key", "env-value-type", "unhashable-key"])
+                                  "unknown-group-key", "env-value-type", "unhashable-key",
+                                  "bad-tagged-value"])
 def test_cli_bad_config_exit_2_without_traceback(tmp_path, name):
     text, line, message = next(b[1:] for b in BAD if b[0] == name)
     path = tmp_path / "c.yaml"
