@@ -276,7 +276,7 @@ class SshRunner:
             done.set()
             with self._lock:
                 self._channel = None
-            chan.close()
+            self._close_channel(chan)
         if status < 0 and frozen.is_set():
             raise SshNoAnswer(f"{self.target.address} stopped answering (no reply within "
                               f"{self.connect_timeout:g} s); the command may still run there")
@@ -313,7 +313,16 @@ class SshRunner:
         if not chan.status_event.wait(self.stop_grace + 5.0):
             log.warning("%s did not end the command on request; closing its channel",
                         self.target)
+            self._close_channel(chan)
+
+    def _close_channel(self, chan: paramiko.Channel) -> None:
+        """Close `chan` on a connection that may have died under it: closing sends a message,
+        which then fails (EOFError, a socket error) before paramiko's own thread has seen the
+        end. Whoever waits on the channel already says what happened, in one line."""
+        try:
             chan.close()
+        except (EOFError, OSError, paramiko.SSHException) as e:
+            log.debug("closing a channel to %s: %s", self.target, str(e) or type(e).__name__)
 
     def check(self, timeout: float = 5.0) -> None:
         """Raise an SshError saying why unless `true` runs on the host within `timeout`
@@ -323,7 +332,7 @@ class SshRunner:
             chan = self._transport().open_session(timeout=timeout)
             # exec_command() waits for the host's reply without a timeout: closing the
             # channel at the deadline ends that wait on a host that froze meanwhile.
-            deadline = threading.Timer(timeout, chan.close)
+            deadline = threading.Timer(timeout, self._close_channel, (chan,))
             deadline.start()
             try:
                 chan.exec_command("true")
@@ -337,7 +346,7 @@ class SshRunner:
                                  f"({e or type(e).__name__})") from None
         finally:
             if chan is not None:
-                chan.close()
+                self._close_channel(chan)
 
     def alive(self, timeout: float = 5.0) -> bool:
         """Does the host answer (check() without the why)?"""
@@ -354,21 +363,3 @@ def quiet_paramiko(verbose: bool) -> None:
     at ERROR (a host that does not answer); this module raises one-line errors for all that
     matters. -v shows paramiko's INFO (its DEBUG is packet-level noise, even then)."""
     logging.getLogger("paramiko").setLevel(logging.INFO if verbose else logging.CRITICAL)
-    if not verbose and threading.excepthook is not _paramiko_thread_errors:
-        threading.excepthook = _paramiko_thread_errors
-
-
-def _paramiko_thread_errors(args: threading.ExceptHookArgs,
-                            default=threading.excepthook) -> None:
-    """An exception that ends one of paramiko's own threads (a channel closing on a host
-    that went away: EOFError) goes to paramiko's log, not to stderr as a traceback; the
-    connection's owner already says what happened in one line. Others print as usual."""
-    tb = args.exc_traceback
-    while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").startswith("paramiko."):
-            logging.getLogger("paramiko").debug("thread %s ended: %r",
-                                                args.thread.name if args.thread else "?",
-                                                args.exc_value)
-            return
-        tb = tb.tb_next
-    default(args)
