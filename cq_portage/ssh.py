@@ -221,7 +221,7 @@ class SshRunner:
             except (EOFError, OSError, paramiko.SSHException) as e:
                 if attempt == 2:
                     raise SshUnreachable(f"{self.target.address}: cannot open a session: "
-                                         f"{e or type(e).__name__}") from None
+                                         f"{str(e) or type(e).__name__}") from None
                 log.info("session on %s failed (%s); reconnecting", self.target, e)
                 t.close()
         raise AssertionError("unreachable")
@@ -265,7 +265,7 @@ class SshRunner:
                 chan.exec_command(command)  # stdin stays open: EOF on it ends the job
             except (EOFError, OSError, paramiko.SSHException) as e:
                 raise SshError(f"{self.target.address}: cannot start the command: "
-                               f"{e or type(e).__name__}") from None
+                               f"{str(e) or type(e).__name__}") from None
             log.debug("running on %s: %s", self.target, command)
             while data := chan.recv(65536):
                 output.write(data)
@@ -343,7 +343,7 @@ class SshRunner:
                 deadline.cancel()
         except (EOFError, OSError, paramiko.SSHException) as e:
             raise SshUnreachable(f"{self.target.address}: no answer within {timeout:g} s "
-                                 f"({e or type(e).__name__})") from None
+                                 f"({str(e) or type(e).__name__})") from None
         finally:
             if chan is not None:
                 self._close_channel(chan)
