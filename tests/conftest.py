@@ -7,6 +7,7 @@ import pytest
 from cq_portage.cq.auth import Munge
 from cq_portage.sandbox.munge import Munged
 from cq_portage.sandbox.server import CqServer
+from cq_portage.sandbox.sshd import Sshd
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,12 @@ def open_dir():
     folder.chmod(0o777)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def own_sshd(tmp_path):
+    """An sshd on 127.0.0.1 of the test's own, for tests that stop or freeze it."""
+    server = Sshd(tmp_path / "sshd").start()
+    yield server
+    server.thaw()
+    server.stop()

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from cq_portage.sandbox.sshd import Sshd
 
 _CHILD = textwrap.dedent("""
@@ -45,14 +43,6 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def host(tmp_path):
-    server = Sshd(tmp_path / "sshd").start()
-    yield server
-    server.thaw()
-    server.stop()
-
-
 def _runner_process(host: Sshd, level: str) -> subprocess.Popen:
     """The child runs a long command on `host` and prints 'running' once it runs."""
     child = subprocess.Popen(
@@ -69,22 +59,22 @@ def _stderr_lines(child: subprocess.Popen) -> list[str]:
     return stderr.splitlines()
 
 
-def test_a_host_that_goes_away_mid_command_is_one_line(host):
-    child = _runner_process(host, "WARNING")
-    host.stop()  # the host goes down: its sessions die with it
+def test_a_host_that_goes_away_mid_command_is_one_line(own_sshd):
+    child = _runner_process(own_sshd, "WARNING")
+    own_sshd.stop()  # the host goes down: its sessions die with it
     assert _stderr_lines(child) == [
-        f"error: connection to 127.0.0.1:{host.port} ended before the command reported its "
+        f"error: connection to 127.0.0.1:{own_sshd.port} ended before the command reported its "
         "exit status; it may still run there"]
 
 
-def test_closing_a_channel_whose_connection_died_prints_no_traceback(host):
+def test_closing_a_channel_whose_connection_died_prints_no_traceback(own_sshd):
     """A job stopped on a frozen host: 5 s later the runner's own thread closes the channel,
     which sends a message. When the host went away meanwhile, that send can fail before
     paramiko's reader has seen the end (seen with frozen sessions killed: EOFError in
     _close_later); here our end of the connection stops sending while the host stays
     frozen, which holds that window open."""
-    child = _runner_process(host, "WARNING")
-    host.freeze()
+    child = _runner_process(own_sshd, "WARNING")
+    own_sshd.freeze()
     child.stdin.write("stop\n")
     child.stdin.flush()
     lines = _stderr_lines(child)
@@ -114,10 +104,10 @@ def test_other_threads_still_print_their_tracebacks():
     assert "paramiko/transport.py" in done.stderr and "ZeroDivisionError" in done.stderr
 
 
-def test_paramiko_says_nothing_unless_verbose_then_its_info(host):
-    quiet = _runner_process(host, "WARNING")
-    verbose = _runner_process(host, "DEBUG")
-    host.stop()
+def test_paramiko_says_nothing_unless_verbose_then_its_info(own_sshd):
+    quiet = _runner_process(own_sshd, "WARNING")
+    verbose = _runner_process(own_sshd, "DEBUG")
+    own_sshd.stop()
     assert not any("paramiko" in line for line in _stderr_lines(quiet))
     said = [line for line in _stderr_lines(verbose) if " paramiko." in line]
     assert any("Authentication (publickey) successful" in line for line in said), said

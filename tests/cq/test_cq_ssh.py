@@ -27,15 +27,6 @@ def sshd(tmp_path_factory):
         yield server
 
 
-@pytest.fixture
-def own_sshd(tmp_path):
-    """An sshd of the test's own, for tests that stop or freeze it."""
-    server = Sshd(tmp_path / "sshd").start()
-    yield server
-    server.thaw()
-    server.stop()
-
-
 def runner_for(server: Sshd, **kw) -> SshRunner:
     return SshRunner(SshTarget.parse(server.url), server.client_key, server.known_hosts, **kw)
 
