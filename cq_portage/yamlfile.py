@@ -56,14 +56,47 @@ def read(path: Path, hint: str = "") -> str:
 
 
 def compose(text: str, path: Path) -> yaml.Node | None:
-    """The node tree of `text` (None: an empty file); bad YAML is a ConfigError."""
+    """The node tree of `text` (None: an empty file). Bad YAML is a ConfigError, and so is
+    YAML that PyYAML cannot turn into values (a list as a key, an unknown tag, a value its
+    explicit tag cannot take: !!int x): checked here, so that reading values later cannot
+    fail."""
     try:
-        return yaml.compose(text, Loader=SafeLoader)
+        root = yaml.compose(text, Loader=SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {problem}"
                           ) from None
+    if root is not None and (unbuildable := _unbuildable(root)):
+        line, problem = unbuildable
+        raise ConfigError(f"{path}:{line + 1}: invalid YAML: {problem}")
+    return root
+
+
+def _unbuildable(root: yaml.Node) -> tuple[int, str] | None:
+    """Where and why PyYAML cannot build `root`'s values, or None. Scalars one by one first:
+    their constructors raise ValueError, KeyError, IndexError... without a mark."""
+    loader = yaml.SafeLoader("")
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias, maybe of its own parent
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except Exception as e:  # noqa: BLE001 - any of them: a value it cannot take
+                return node.start_mark.line, (getattr(e, "problem", None)
+                                              or "a value that its explicit tag cannot take")
+        else:
+            stack.extend(node.value if isinstance(node, yaml.SequenceNode)
+                         else [n for pair in node.value for n in pair])
+    try:
+        yaml.SafeLoader("").construct_object(root, deep=True)  # as Checker.value builds them
+    except yaml.constructor.ConstructorError as e:
+        return (e.problem_mark or root.start_mark).line, e.problem
+    return None
 
 
 Entries = dict[str, tuple[yaml.Node, yaml.Node]]  # a mapping: key -> (key node, value node)
@@ -87,17 +120,8 @@ class Checker:
             raise ConfigError(self.problems)
 
     def value(self, node: yaml.Node) -> Any:
-        """The Python value of `node` (lists and mappings included); None, and a problem,
-        if PyYAML cannot build it: a list or a mapping as a key, an unknown tag, or a value
-        its explicit tag cannot take (!!float x, whose constructor raises ValueError)."""
-        try:
-            return self._loader.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as e:
-            line, problem = (e.problem_mark or node.start_mark).line, e.problem
-        except (ValueError, TypeError, AttributeError):
-            line, problem = node.start_mark.line, "a value that its explicit tag cannot take"
-        self.problems.append(f"{self.path}:{line + 1}: invalid YAML: {problem}")
-        return None
+        """The Python value of `node` (lists and mappings included)."""
+        return self._loader.construct_object(node, deep=True)
 
     def mapping(self, node: yaml.Node | None, what: str, allowed: Collection[str] | None
                 ) -> Entries | None:
@@ -124,10 +148,8 @@ class Checker:
         """The value of `key` if it is one of `types`; None if absent or not (a problem)."""
         if key not in entries:
             return None
-        node, known = entries[key][1], len(self.problems)
+        node = entries[key][1]
         value, types = self.value(node), types if isinstance(types, tuple) else (types,)
-        if len(self.problems) > known:  # it could not be read: said already
-            return None
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
             self.error(node, f"{what or key} must be {names}, not {type(value).__name__}")
