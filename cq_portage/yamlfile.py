@@ -85,10 +85,15 @@ def _unbuildable(root: yaml.Node) -> tuple[int, str] | None:
         seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             try:
-                loader.construct_object(node)
+                value = loader.construct_object(node)
             except Exception as e:  # noqa: BLE001 - any of them: a value it cannot take
                 return node.start_mark.line, (getattr(e, "problem", None)
                                               or "a value that its explicit tag cannot take")
+            if isinstance(value, str) and not value.isascii():
+                try:  # "\ud800" makes a string no path, argument or variable can hold
+                    value.encode()
+                except UnicodeEncodeError:
+                    return node.start_mark.line, "a \\u escape that is no character"
         else:
             stack.extend(node.value if isinstance(node, yaml.SequenceNode)
                          else [n for pair in node.value for n in pair])

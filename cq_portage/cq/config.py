@@ -140,10 +140,12 @@ def load_config(path: str | Path | None) -> ServerConfig:
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
         values[name] = _number(c, top, key, key, 0)
+    known = len(c.problems)
     ssh = values["ssh"] = read_section(c, top["ssh"][1], SSH_KEYS, old_key_name=True) \
         if "ssh" in top else SshSettings()
     if "build_hosts" in top:
-        values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh)
+        values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh,
+                                       inherited_said=len(c.problems) > known)
         if values.get("run_as", RunAs()) != RunAs() and any(h.ssh for h in values["hosts"]):
             c.error(top["run_as"][1], "run_as applies to the local build host only: jobs "
                     "on SSH build hosts run as the user of their url (keep run_as: server, "
@@ -169,7 +171,8 @@ def _number(c: Checker, entries: Entries, key: str, name: str, low: int,
     return value if types == (int,) else float(value)
 
 
-def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
+def _build_hosts(c: Checker, node, ssh: SshSettings, inherited_said: bool = False
+                 ) -> tuple[BuildHost, ...]:
     """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key_file:
     PATH, known_hosts: PATH}}; the url defaults to local, the paths to ssh:'s (checked as
     there). Files are checked now: a host that cannot be reached is only found out when it is
@@ -218,6 +221,8 @@ def _build_hosts(c: Checker, node, ssh: SshSettings) -> tuple[BuildHost, ...]:
             continue
         files = replace(ssh, **paths)
         for key, path in files.unreadable():
+            if key not in spec and inherited_said:  # ssh: is wrong, and said so: not its default
+                continue
             c.error(spec[key][1] if key in spec else name_node,
                     f"{what}: {key.removesuffix('_file')} file {path} cannot be read" + (
                         " (host keys are verified: create it with ssh-keyscan, checking the "

@@ -33,7 +33,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
     ("hook_timeout: !!bool maybe\n", 1, "a value that its explicit tag cannot take"),
     ("run_as: !!python/name:os.system x\n", 1, "could not determine a constructor for the tag "
      "'tag:yaml.org,2002:python/name:os.system'"),
-    ("listen: {port: &p [*p]}\n", 1, "found unconstructable recursive node")])
+    ("listen: {port: &p [*p]}\n", 1, "found unconstructable recursive node"),
+    ("ssh:\n  key_file: \"/k\\ud800\"\n", 2, "a \\u escape that is no character")])
 def test_yaml_that_cannot_become_values_is_one_line_not_a_traceback(tmp_path, text, line,
                                                                      problem):
     """Valid YAML that PyYAML cannot turn into values (a list as a key, a value its explicit
@@ -125,6 +126,9 @@ def test_ssh_paths_expand_home_as_cq_emerge_does(tmp_path, monkeypatch):
      [":4: build host 'far': known_hosts must be an absolute path (or ~/...), not text 'kh'"]),
     ("build_hosts:\n  far: {url: 'ssh://root@h', key_file: [a], known_hosts: /}\n",
      [":2: build host 'far': key_file must be an absolute path (or ~/...), not a list"]),
+    # Nor is a bad ssh: file, which a build host would inherit, reported again as its default.
+    ("ssh: {key_file: id}\nbuild_hosts:\n  far: {url: 'ssh://root@h'}\n",
+     [":1: ssh.key_file must be an absolute path (or ~/...), not text 'id'"]),
 ])
 def test_ssh_problems_are_a_line_each(tmp_path, monkeypatch, text, problems):
     monkeypatch.setenv("HOME", str(tmp_path))  # the default key file cannot be read
