@@ -73,12 +73,12 @@ class Authed:
 
 @dataclass
 class Incoming:
-    """A request taken off the socket; `outcome` is set by a decoder thread (an Exception:
+    """A request taken off the socket; `outcome` is set by a decoder thread (an exception:
     a bug, answered as an internal error)."""
 
     frames: list[zmq.Frame]
     cost: int  # bytes it holds, counted against limits.max_memory_bytes
-    outcome: Authed | Refusal | Exception | None = None
+    outcome: Authed | Refusal | BaseException | None = None
 
 
 @dataclass
@@ -153,7 +153,7 @@ class Server:
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         # A hard cap: a larger frame disconnects its peer before ZeroMQ allocates it; below
-        # it, oversized requests are answered and dropped without being queued (_receive).
+        # it, oversized requests are answered and dropped without being queued (_take).
         sock.setsockopt(zmq.MAXMSGSIZE, max(1 << 20, 2 * self._frame_limit()))
         sock.setsockopt(zmq.HEARTBEAT_IVL, 10000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
@@ -177,7 +177,8 @@ class Server:
         handler = asyncio.create_task(self._handle(), name="handler")
         pruner = asyncio.create_task(self._prune_hourly(), name="pruner")
         stop = asyncio.create_task(self._stop.wait())
-        loop.add_reader(sock.getsockopt(zmq.FD), self._readable)
+        fd = sock.getsockopt(zmq.FD)
+        loop.add_reader(fd, self._readable)
         self._readable()  # what arrived between bind and now signalled no one
         # A part that ends by itself is a bug: stop with one line rather than go deaf.
         done, _ = await asyncio.wait({stop, runners, handler, pruner},
@@ -188,7 +189,7 @@ class Server:
             self._fail(f"the {task.get_name()}", error)
             stop.cancel()
         log.info("stopping: no new requests")
-        loop.remove_reader(sock.getsockopt(zmq.FD))
+        loop.remove_reader(fd)
         if on_stop:
             on_stop()
         for task in (handler, pruner):
@@ -198,7 +199,7 @@ class Server:
         sock.close(linger=1000)
         ctx.term()
         self.store.close()
-        self._decoders.shutdown()
+        self._decoders.shutdown(cancel_futures=True)  # their clients resend them
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)  # (it restores the default, which kills)
             signal.signal(sig, signal.SIG_IGN)  # stopping already: nothing more to do
@@ -277,7 +278,7 @@ class Server:
         refusal = None
         if size > self._frame_limit():
             refusal = (Status.REFUSED, f"request of {size} bytes is too large")
-        elif self._held + cost > self.config.max_memory:
+        elif self._held and self._held + cost > self.config.max_memory:  # one always fits
             refusal = (Status.SERVER_ERROR, "server busy: too many requests waiting; "
                                             "try again")
             if time.monotonic() - self._busy_logged > 10:
@@ -299,8 +300,8 @@ class Server:
         way (it is cleared before the handler looks, so none is missed)."""
         try:
             incoming.outcome = self._authenticate(incoming.frames)
-        except Exception as e:  # noqa: BLE001 - a bug: answered as one, by the handler
-            incoming.outcome = e
+        except BaseException as e:  # noqa: BLE001 - a bug: the handler answers it as one
+            incoming.outcome = e  # (or, not an Exception, ends with it: the server stops)
         if not self._wake_sent:
             self._wake_sent = True
             self._loop.call_soon_threadsafe(self._woken)
@@ -330,7 +331,7 @@ class Server:
             frames, outcome = incoming.frames, incoming.outcome
             envelope = [f.bytes for f in frames[:-1]]
             try:
-                if isinstance(outcome, Exception):
+                if isinstance(outcome, BaseException):
                     raise outcome
                 if isinstance(outcome, Refusal):
                     log.warning("refused request from %s: %s", _peer(frames),
@@ -349,7 +350,7 @@ class Server:
                 self._internal_error([envelope for envelope, _ in submissions], e)
 
     def _internal_error(self, envelopes: list[list[bytes]], e: Exception,
-                              undone: str = "not done") -> None:
+                        undone: str = "not done") -> None:
         """An unexpected exception while answering: one log record (with the traceback), an
         error reply to each request it hit, and the server goes on. A full or failing disk
         is no bug: one line, however many submissions of a batch it refused."""
@@ -372,7 +373,7 @@ class Server:
     def _authenticate(self, frames: list[zmq.Frame]) -> Authed | Refusal:
         """Runs in a worker thread: credential, authorization, then the payload."""
         limits = self.config.limits
-        frame = frames[-1].bytes if len(frames) > 1 else b""  # _receive refused larger ones
+        frame = frames[-1].bytes if len(frames) > 1 else b""  # _take refused larger ones
         try:
             cred = self.munge.decode(credential_from_frame(frame))
             self.config.authorizer.check(cred.uid, cred.gid)
@@ -385,8 +386,10 @@ class Server:
         return Authed(cred, request)
 
     def _reply(self, envelope: list[bytes], reply: bytes) -> None:
-        self.sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
-        self._look_soon()  # the send may have taken the socket's read edge
+        try:
+            self.sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        finally:
+            self._look_soon()  # the send, even a failed one, may have taken the read edge
 
     def _error(self, envelope: list[bytes], status: int, error: str) -> None:
         """An answer about no job: a refusal, or why the server could not do it."""
@@ -406,8 +409,8 @@ class Server:
                 continue
             if not self.runners.accepts(job.labels):
                 self._error(envelope, Status.REFUSED,
-                                  f"no build host has the labels {' '.join(job.labels)} "
-                                  f"(build hosts: {self.runners.describe()})")
+                            f"no build host has the labels {' '.join(job.labels)} "
+                            f"(build hosts: {self.runners.describe()})")
                 continue
             merge_into = None
             if self.config.incoming_hook:
@@ -432,7 +435,7 @@ class Server:
                      "merged" if acc.merged else "queued", job.requester_uid, _cmd(job))
             if acc.failed:  # a job it needed had ended badly: its final answer now
                 self._reply(envelope, self._job_reply(self.store.get(acc.job_id),
-                                                            legacy=req.legacy))
+                                                      legacy=req.legacy))
             elif req.legacy:
                 self.waiters[acc.job_id].append(Waiter(envelope, legacy=True))
             else:
@@ -455,12 +458,12 @@ class Server:
             return
         if not 0 <= req.job_id <= MAX_JOB_ID or not 0 <= req.log_offset <= MAX_JOB_ID:
             self._error(envelope, Status.REFUSED,
-                              f"job id or log offset out of range (0 to {MAX_JOB_ID})")
+                        f"job id or log offset out of range (0 to {MAX_JOB_ID})")
             return
         job = self._job(req.job_id)
         if job is None:
             self._reply(envelope, build_reply(Status.NOT_FOUND, 0, job_id=req.job_id,
-                                                    error=f"no job {req.job_id}"))
+                                              error=f"no job {req.job_id}"))
         elif req.op == Op.WAIT and not job.state.ended:
             self._add_waiter(job.id, Waiter(envelope, legacy=False), req.wait_seconds)
         elif req.op == Op.CANCEL:
