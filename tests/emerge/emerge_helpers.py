@@ -29,9 +29,11 @@ def cq_emerge(prefix: Prefix, *args: str, env: dict | None = None
                           timeout=300)
 
 
-def cq_plans(prefix: Prefix, config: Path, *groups: str, env: dict | None = None) -> dict:
+def cq_plans(prefix: Prefix, config: Path, *groups: str, env: dict | None = None,
+             options: tuple[str, ...] = ()) -> dict:
     args = [a for g in groups for a in ("--group", g)]
-    done = cq_emerge(prefix, "--config", str(config), "--pretend", "--json", *args, env=env)
+    done = cq_emerge(prefix, "--config", str(config), "--pretend", "--json", *options, *args,
+                     env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

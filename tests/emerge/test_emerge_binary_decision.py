@@ -154,13 +154,15 @@ def _assert_plan_equals(prefix: Prefix, tmp_path: Path, targets: list[str],
 
 
 def _assert_plans_equal(prefix: Prefix, tmp_path: Path,
-                        groups: dict[str, tuple[dict, list[str], list[EmergeLine]]]
-                        ) -> dict[str, list[dict]]:
+                        groups: dict[str, tuple[dict, list[str], list[EmergeLine]]],
+                        options: tuple[str, ...] = ()) -> dict[str, list[dict]]:
     """Several groups planned in one cq-emerge run (resolved in forked children that share
-    one PKGDIR index), each equal to its own real emerge."""
+    one PKGDIR index; with --jobs=1 one after the other in one process, sharing Portage's
+    frozen repository caches), each equal to its own real emerge."""
     config = write_config(tmp_path, {name: {**group, "packages": targets}
                                      for name, (group, targets, _) in groups.items()})
-    plans = {p["group"]: p["packages"] for p in cq_plans(prefix, config, *groups)["plans"]}
+    plans = {p["group"]: p["packages"]
+             for p in cq_plans(prefix, config, *groups, options=options)["plans"]}
     for name, (_, _, expected) in groups.items():
         assert [(p["cpv"], frozenset(p["use"]), p["action"], p["build_id"])
                 for p in plans[name]] == \
@@ -270,6 +272,10 @@ def test_keywords_not_accepted(site, tmp_path):
     _assert_plans_equal(site.client, tmp_path, {"stable": ({}, targets, stable),
                                                 "testing": ({"env": testing}, targets,
                                                             with_testing)})
+    # In one process, visibility must not leak from one group to the next, either way.
+    _assert_plans_equal(site.client, tmp_path, {
+        "stable": ({}, targets, stable), "testing": ({"env": testing}, targets, with_testing),
+        "stable-again": ({}, targets, stable)}, options=("--jobs=1",))
 
 
 def test_changed_deps(site, tmp_path):
