@@ -326,6 +326,9 @@ class Server:
                     self._held -= sum(incoming.cost for incoming in batch)
 
     async def _handle_batch(self, batch: list[Incoming]) -> None:
+        """Answer what is not a submission at once; store the submissions in one commit
+        after. So a LIST may not show a job submitted just before it in the same batch: by
+        another client (a REQ client waits for each answer: its requests never share one)."""
         submissions = []
         for incoming in batch:
             frames, outcome = incoming.frames, incoming.outcome
