@@ -172,6 +172,7 @@ class SshRunner:
                            transport_factory=_Transport)
         except BaseException as e:
             transport = client.get_transport()
+            alive = transport is not None and transport.is_active()
             client.close()
             if isinstance(e, paramiko.BadHostKeyException):
                 raise SshHostKeyError(
@@ -179,6 +180,11 @@ class SshRunner:
                     f"{e.expected_key.get_name()} key for this host, the host offers "
                     f"{e.key.get_name()} {e.key.fingerprint}: changed or spoofed; "
                     f"if the host was reinstalled, replace its line)") from None
+            if isinstance(e, paramiko.AuthenticationException) and not alive:
+                # paramiko says "authentication failed" when the connection ends mid-login
+                # too (a host going down): a refusal leaves it open for another try
+                raise SshUnreachable(f"{where}: the connection ended during the login "
+                                     f"({e})") from None
             if isinstance(e, paramiko.AuthenticationException):
                 raise SshAuthError(f"{self.target.user}@{where} refused the key "
                                    f"{self.key_file} ({e}); is its .pub in that user's "

@@ -74,6 +74,10 @@ class Sshd(Daemon):
     set_env: Mapping[str, str] = field(default_factory=dict)
     # The client key to accept, shared with other Sshd (made when missing); default: own.
     client_key_file: Path | None = None
+    # A program sshd asks for the authorized keys (AuthorizedKeysCommand, run as root), in
+    # place of the file: a test's hook into the login. sshd wants it and every folder above
+    # it owned by root and writable by nobody else.
+    keys_command: Path | None = None
 
     def __post_init__(self) -> None:
         self.host_key = self.folder / "ssh_host_ed25519_key"
@@ -104,7 +108,7 @@ class Sshd(Daemon):
 ListenAddress 127.0.0.1
 Port {self.port}
 HostKey {self.host_key}
-AuthorizedKeysFile {self.authorized_keys}
+{self._authorized_keys_lines()}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -120,6 +124,12 @@ MaxStartups 100
 MaxSessions 50
 LogLevel VERBOSE
 """ + self._set_env_line())
+
+    def _authorized_keys_lines(self) -> str:
+        if self.keys_command is None:
+            return f"AuthorizedKeysFile {self.authorized_keys}"
+        return (f"AuthorizedKeysFile none\nAuthorizedKeysCommand {self.keys_command} %u\n"
+                "AuthorizedKeysCommandUser root")
 
     def _set_env_line(self) -> str:
         # One line: sshd keeps the first value of a keyword, so a second SetEnv is ignored.

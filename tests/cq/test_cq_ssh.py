@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -198,6 +200,36 @@ def test_wrong_client_key_is_an_auth_error(sshd, tmp_path):
         runner.run(["touch", str(marker)], {}, io.BytesIO())
     assert f"refused the key {key}" in str(e.value) and "\n" not in str(e.value)
     assert not marker.exists()
+
+
+def test_a_host_that_goes_down_during_the_login_is_unreachable_not_a_refusal(tmp_path):
+    """paramiko raises the same AuthenticationException for a refused key and for a
+    connection that ends while sshd checks the key; the second is the host, not the key.
+    sshd asks a command of ours for the keys; it goes down while that command runs."""
+    folder = Path(tempfile.mkdtemp(dir="/run", prefix="cq-test-"))  # root's: sshd checks
+    try:
+        asked = tmp_path / "asked"
+        command = folder / "keys"
+        server = Sshd(tmp_path / "sshd", keys_command=command)
+        command.write_text(f"#!/bin/sh\ntouch {asked}\nsleep 5\ncat {server.authorized_keys}\n")
+        command.chmod(0o755)
+        server.start()
+        try:
+            runner = SshRunner(SshTarget.parse(server.url), server.client_key,
+                               server.known_hosts, connect_timeout=10)
+            thread, outcome = run_in_thread(runner, ["true"])
+            wait_for(asked.exists, 10, "sshd asking for the keys")
+            server.stop()
+            thread.join(10)
+            assert not thread.is_alive()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder)
+    error = outcome["error"]
+    assert isinstance(error, SshUnreachable), error
+    assert str(error).startswith(f"127.0.0.1:{server.port}: the connection ended during the "
+                                 "login") and "\n" not in str(error)
 
 
 def test_unreadable_client_key_is_an_auth_error(sshd, tmp_path):
