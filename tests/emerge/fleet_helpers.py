@@ -21,6 +21,11 @@ from site_helpers import Site
 _HOST_ENV = ("PORTAGE_OVERRIDE_EPREFIX", "PATH", "PYTHONPATH", "NOCOLOR")
 
 
+def login_env(prefix: Prefix, **extra: str) -> dict[str, str]:
+    """What an sshd gives its sessions (SetEnv) so that they act on `prefix`, plus `extra`."""
+    return {k: v for k, v in prefix.env(**extra).items() if k in (*_HOST_ENV, *extra)}
+
+
 @dataclass
 class Host:
     prefix: Prefix
@@ -56,9 +61,8 @@ class Fleet:
         the admin's known_hosts."""
         prefix = self.site.client(name)
         prefix.write_world(*world)
-        env = {k: v for k, v in prefix.env(CQ_PORTAGE_CONFIG=str(self.config)).items()
-               if k in (*_HOST_ENV, "CQ_PORTAGE_CONFIG")}
-        sshd = Sshd(self.folder / f"sshd-{name}", set_env=env,
+        sshd = Sshd(self.folder / f"sshd-{name}",
+                    set_env=login_env(prefix, CQ_PORTAGE_CONFIG=str(self.config)),
                     client_key_file=self.key_file).start()
         if known:
             with open(self.known_hosts, "a") as f:

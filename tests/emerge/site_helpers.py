@@ -103,13 +103,17 @@ def edited_config(path: Path, to: Path, edit: Callable[[dict], object]) -> Path:
 
 
 def make_site(root: Path, munged, server_config: dict | None = None,
-              repo: list[Ebuild] = REPO, groups: dict = GROUPS):
+              repo: list[Ebuild] = REPO, groups: dict = GROUPS,
+              build_config: Callable[[Prefix], dict] | None = None):
+    """`build_config`: more server config, made from the build prefix (an SSH build host
+    that serves it needs the prefix before the server starts)."""
     sandbox = Sandbox(root / "sandbox").create()
     sandbox.repository.add(*repo)
     build = sandbox.add_prefix("build")
     hook = str(Path(sys.executable).parent / "cq-emerge-hook")
+    more = build_config(build) if build_config else {}
     server = CqServer(root / "server", munged.socket,
-                      {"incoming_hook": [hook], **(server_config or {})},
+                      {"incoming_hook": [hook], **(server_config or {}), **more},
                       env=build.env()).start()
     config = root / "cq-portage.yaml"
     config.write_text(yaml.safe_dump({
