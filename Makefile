@@ -17,7 +17,8 @@ DEMO_ARGS ?=
 # for the chroot build-root tests (a minimal chroot of one binary), rsync for the tree
 # mirror test (the build host serving its repository to the clients), nginx serving the
 # binhost and gnupg signing its packages, wget (Portage's FETCHCOMMAND) fetching them and
-# openssl making the HTTPS test's throwaway CA (binhost tests, demo and bench).
+# openssl making the HTTPS test's throwaway CA (binhost tests, demo and bench), e2fsprogs
+# making the ext4 of the failing-disk (EIO) test.
 sysdeps:
 	@missing=""; \
 	command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
@@ -27,6 +28,7 @@ sysdeps:
 	{ command -v gpg && command -v gpg-agent && command -v gpgconf; } >/dev/null 2>&1 || missing="$$missing gnupg"; \
 	command -v wget >/dev/null 2>&1 || missing="$$missing wget"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /sbin/mkfs.ext4 ] || missing="$$missing e2fsprogs"; \
 	{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing="$$missing busybox-static"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
