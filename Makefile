@@ -37,7 +37,7 @@ sysdeps:
 		pkgs=$$(echo "$$missing" | sed -e 's/openssh/openssh-server/' -e 's/python-venv/python3-venv/' -e 's/nginx/nginx-light/'); \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
 	elif command -v emerge >/dev/null 2>&1; then \
-		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//' -e 's/busybox-static/sys-apps\/busybox/' -e 's/rsync/net-misc\/rsync/' -e 's/nginx/www-servers\/nginx/' -e 's/gnupg/app-crypt\/gnupg/' -e 's/wget/net-misc\/wget/' -e 's/openssl/dev-libs\/openssl/'); \
+		pkgs=$$(echo "$$missing" | sed -e 's/munge/sys-auth\/munge/' -e 's/openssh/net-misc\/openssh/' -e 's/python-venv//' -e 's/busybox-static/sys-apps\/busybox/' -e 's/rsync/net-misc\/rsync/' -e 's/nginx/www-servers\/nginx/' -e 's/gnupg/app-crypt\/gnupg/' -e 's/wget/net-misc\/wget/' -e 's/openssl/dev-libs\/openssl/' -e 's/e2fsprogs/sys-fs\/e2fsprogs/'); \
 		case "$$missing" in *busybox-static*) use=/etc/portage/package.use; \
 			[ -d $$use ] && use=$$use/cq-portage-tests; echo 'sys-apps/busybox static' >> $$use;; esac; \
 		emerge --update --newuse --quiet $$pkgs; \
