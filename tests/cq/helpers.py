@@ -59,3 +59,32 @@ def raw_exchange(port: int, frame: bytes, timeout: float = 10.0):
         return parse_reply(sock.recv())
     finally:
         sock.close()
+
+
+def stored_state(server, job_id: int) -> str:
+    """What the job store holds, read as another process would."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{server.state_dir / 'cq.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def wait_poll(client, job_id: int):
+    """One WAIT long poll of 1 s: the job's reply, ended or not."""
+    from cq_portage.cq.wire import Op, build_request
+
+    return client._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=1), 10)
+
+
+def running_and_queued(client, go) -> tuple[int, int]:
+    """A job that runs until the file `go` exists (prints before/after, exits 3), and one
+    queued behind it: the ids."""
+    from cq_portage.sandbox.server import wait_running
+
+    job = client.submit(["sh", "-c", f"echo before; while [ ! -e {go} ]; do sleep 0.05; "
+                                     "done; echo after; exit 3"]).job_id
+    wait_running(client, job)
+    return job, client.submit(["true", "queued"]).job_id

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,10 +25,10 @@ import pytest
 
 from cq_portage.cq.client import Refused
 from cq_portage.cq.job import JobState
-from cq_portage.cq.wire import Op, build_request, job_state
-from cq_portage.sandbox.server import CqServer, wait_running
+from cq_portage.cq.wire import job_state
+from cq_portage.sandbox.server import CqServer
 
-from helpers import cq_client, wait_for
+from helpers import cq_client, running_and_queued, stored_state, wait_for, wait_poll
 
 FAILING = "or its file system fails (disk I/O error)"  # server.py _internal_error
 
@@ -109,20 +108,6 @@ def eio_server(make_server) -> Iterator[FailingDisk]:
         os.close(backing)
 
 
-def stored_state(server: CqServer, job_id: int) -> str:
-    """What the job store holds, read as another process would."""
-    db = sqlite3.connect(f"file:{server.state_dir / 'cq.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-    finally:
-        db.close()
-
-
-def wait_poll(client, job_id: int):
-    """One WAIT long poll of 1 s: the job's reply, ended or not."""
-    return client._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=1), 10)
-
-
 def test_eio_keeps_answering_refuses_submissions_in_one_line_and_stops_within_grace(
         eio_server, tmp_path):
     """Once the state dir's disk fails with EIO: STATUS, LIST and WAIT answer within 5 s; 20
@@ -135,10 +120,7 @@ def test_eio_keeps_answering_refuses_submissions_in_one_line_and_stops_within_gr
     server.start()
     go = tmp_path / "go"
     with server.client(timeout=10) as client:
-        job = client.submit(["sh", "-c", f"echo before; while [ ! -e {go} ]; do sleep 0.05; "
-                                         "done; echo after; exit 3"]).job_id
-        wait_running(client, job)
-        queued = client.submit(["true", "queued"]).job_id
+        job, queued = running_and_queued(client, go)
         eio_server.fail()
 
         # Failing: reads answer at once, each write gets one line, 20 submissions in a row.

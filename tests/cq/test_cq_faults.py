@@ -20,7 +20,7 @@ from cq_portage.cq.server import Server
 from cq_portage.cq.wire import Op, build_request, job_state
 from cq_portage.sandbox.server import free_port
 
-from helpers import wait_for
+from helpers import running_and_queued, stored_state, wait_for, wait_poll
 
 BEYOND_SQLITE = 1 << 63  # one past the largest job id SQLite can hold
 
@@ -232,23 +232,7 @@ def fill(folder) -> int:
     return written
 
 
-def stored_state(server, job_id: int) -> str:
-    """What the job store holds, read as another process would."""
-    db = sqlite3.connect(f"file:{server.state_dir / 'cq.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-    finally:
-        db.close()
-
-
-def wait_poll(client, job_id: int):
-    """One WAIT long poll of 1 s: the job's reply, ended or not."""
-    return client._call(build_request(Op.WAIT, job_id=job_id, wait_seconds=1), 10)
-
-
 def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server, tmp_path):
-    from cq_portage.sandbox.server import wait_running
-
     from helpers import cq_client
 
     server = tmpfs_server
@@ -257,10 +241,7 @@ def test_disk_full_keeps_answering_refuses_submissions_and_recovers(tmpfs_server
     pid = server.process.pid
     go = tmp_path / "go"
     with server.client(timeout=10) as client:
-        job = client.submit(["sh", "-c", f"echo before; while [ ! -e {go} ]; do sleep 0.05; "
-                                         "done; echo after; exit 3"]).job_id
-        wait_running(client, job)
-        queued = client.submit(["true", "queued"]).job_id
+        job, queued = running_and_queued(client, go)
         assert fill(server.state_dir) > 8 << 20
 
         # Full: reads answer at once, submissions are refused with one line.
