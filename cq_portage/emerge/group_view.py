@@ -95,12 +95,11 @@ def _porttree_for(tree, settings: portage.config):
     portdb.settings = settings
     portdb.doebuild_settings = portage.config(clone=settings)
     portdb._doebuild_settings_lock = asyncio.Lock()
+    # Fresh match caches; the copy keeps the base's _aux_cache and _better_cache (repo per
+    # package), and a frozen base's listings are shared: the repositories alone decide them.
     portdb.xcache = {level: {} for level in base.xcache}
-    if base.frozen:  # what the repositories alone decide is shared: listings, repo per package
+    if base.frozen:
         portdb.xcache["cp-list"] = base.xcache["cp-list"]
-        portdb._better_cache = base._better_cache
-    else:
-        portdb._better_cache = None
     clone = _with_settings(tree, settings)
     clone.dbapi = portdb
     return clone
