@@ -15,9 +15,6 @@ import yaml
 
 from .yamlfile import Checker, kind
 
-# Seconds are more than 0 and at most this: past it a value is a typo, or one that overflows
-# a timer of a running process instead of being refused when the config loads.
-MAX_SECONDS = {"connect_timeout": 3600, "check_seconds": 3600, "retry_seconds": 86400}
 # One key's check: (checker, value node, its name in messages) -> the value, or None after
 # a problem.
 Check = Callable[[Checker, yaml.Node, str], Any]
@@ -81,12 +78,13 @@ class SshTarget:
 
 
 def read_section(c: Checker, node: yaml.Node, own: Mapping[str, Check],
-                 old_key_name: bool = False) -> SshSettings:
+                 old_key_name: bool = False, refused: set[str] | None = None) -> SshSettings:
     """The `ssh:` section of either config, each problem a FILE:LINE line in `c`. Both configs
-    read key_file and known_hosts (file_path) and connect_timeout (seconds); `own` holds the
-    keys only one of them reads, with their checks. `old_key_name`: `key` is read as key_file,
-    with a warning (its old name in cq-server's config)."""
-    checks = {"key_file": file_path, "known_hosts": file_path, "connect_timeout": seconds,
+    read key_file and known_hosts (file_path) and connect_timeout (seconds, at most an hour);
+    `own` holds the keys only one of them reads, with their checks. `old_key_name`: `key` is
+    read as key_file, with a warning (its old name in cq-server's config). `refused` gets the
+    keys whose value was refused (a problem already)."""
+    checks = {"key_file": file_path, "known_hosts": file_path, "connect_timeout": seconds(3600),
               **own}
     entries = c.mapping(node, "ssh", {*checks, "key"} if old_key_name else checks)
     if entries is None:
@@ -95,6 +93,8 @@ def read_section(c: Checker, node: yaml.Node, own: Mapping[str, Check],
         c.renamed(entries, "key", "key_file", "ssh")
         entries.pop("key", None)  # left only when key_file is given too: a problem already
     values = {key: checks[key](c, value, f"ssh.{key}") for key, (_, value) in entries.items()}
+    if refused is not None:
+        refused.update(key for key, value in values.items() if value is None)
     return SshSettings(**{key: value for key, value in values.items() if value is not None})
 
 
@@ -114,16 +114,19 @@ def file_path(c: Checker, node: yaml.Node, what: str) -> Path | None:
     return path
 
 
-def seconds(c: Checker, node: yaml.Node, what: str) -> float | None:
-    """More than 0 and at most MAX_SECONDS of the key (.nan and .inf are neither)."""
-    value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
-    high = MAX_SECONDS[what.removeprefix("ssh.")]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        c.error(node, f"{what} must be a number of seconds, not {kind(node)}")
-    elif value <= 0:
-        c.error(node, f"{what} must be positive")
-    elif not value <= high:  # .nan compares false: refused too
-        c.error(node, f"{what} must be between 0 and {high}, not {value}")
-    else:
-        return float(value)
-    return None
+def seconds(high: float) -> Check:
+    """The check of a number of seconds: more than 0 and at most `high` (.nan and .inf are
+    neither). Past it a value is a typo, or one that overflows a timer of a running process
+    instead of being refused when the config loads."""
+    def check(c: Checker, node: yaml.Node, what: str) -> float | None:
+        value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            c.error(node, f"{what} must be a number of seconds, not {kind(node)}")
+        elif value <= 0:
+            c.error(node, f"{what} must be positive")
+        elif not value <= high:  # .nan compares false: refused too
+            c.error(node, f"{what} must be between 0 and {high}, not {value}")
+        else:
+            return float(value)
+        return None
+    return check

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..sshconfig import SshSettings, SshTarget, file_path, read_section, seconds
-from ..yamlfile import Checker, ConfigError, Entries, compose, read
+from ..yamlfile import Checker, Entries, compose, read
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
 from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost
@@ -30,7 +30,7 @@ BOUNDS = {"max_request_bytes": 16 << 20, "max_args": 1 << 20, "max_env": 1 << 16
           "hook_timeout": 3600, "stop_grace_seconds": 86400, "keep_finished_days": 36500}
 # What only cq-server reads in ssh: (besides key_file's old name `key`): how often its runners
 # check a host that runs a job, and retry one that is down.
-SSH_KEYS = {"check_seconds": seconds, "retry_seconds": seconds}
+SSH_KEYS = {"check_seconds": seconds(3600), "retry_seconds": seconds(86400)}
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def load_config(path: str | Path | None) -> ServerConfig:
         "incoming_hook", "hook_timeout", "stop_grace_seconds", "keep_finished_days",
         "build_hosts", "ssh"})
     if top is None:
-        raise ConfigError(c.problems)
+        c.check()
     values: dict = {}
     if listen := _section(c, top, "listen", {"host", "port"}):
         values["host"] = c.get(listen, "host", str)
@@ -140,12 +140,11 @@ def load_config(path: str | Path | None) -> ServerConfig:
     for key, name in (("hook_timeout", "hook_timeout"), ("stop_grace_seconds", "stop_grace"),
                       ("keep_finished_days", "keep_days")):
         values[name] = _number(c, top, key, key, 0)
-    known = len(c.problems)
-    ssh = values["ssh"] = read_section(c, top["ssh"][1], SSH_KEYS, old_key_name=True) \
-        if "ssh" in top else SshSettings()
+    refused: set[str] = set()
+    ssh = values["ssh"] = read_section(c, top["ssh"][1], SSH_KEYS, old_key_name=True,
+                                       refused=refused) if "ssh" in top else SshSettings()
     if "build_hosts" in top:
-        values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh,
-                                       inherited_said=len(c.problems) > known)
+        values["hosts"] = _build_hosts(c, top["build_hosts"][1], ssh, frozenset(refused))
         if values.get("run_as", RunAs()) != RunAs() and any(h.ssh for h in values["hosts"]):
             c.error(top["run_as"][1], "run_as applies to the local build host only: jobs "
                     "on SSH build hosts run as the user of their url (keep run_as: server, "
@@ -171,12 +170,13 @@ def _number(c: Checker, entries: Entries, key: str, name: str, low: int,
     return value if types == (int,) else float(value)
 
 
-def _build_hosts(c: Checker, node, ssh: SshSettings, inherited_said: bool = False
+def _build_hosts(c: Checker, node, ssh: SshSettings, ssh_refused: frozenset[str] = frozenset()
                  ) -> tuple[BuildHost, ...]:
     """build_hosts: {NAME: {url: local | ssh://user@host[:port], labels: [...], key_file:
     PATH, known_hosts: PATH}}; the url defaults to local, the paths to ssh:'s (checked as
     there). Files are checked now: a host that cannot be reached is only found out when it is
-    tried, but a typo in a path is a config error."""
+    tried, but a typo in a path is a config error. A path refused already (a host's own, or
+    one of ssh:'s that it would inherit: `ssh_refused`) is not checked again as its default."""
     names = c.mapping(node, "build_hosts", None) if isinstance(node, yaml.MappingNode) \
         and node.value else None
     if names is None:
@@ -185,8 +185,8 @@ def _build_hosts(c: Checker, node, ssh: SshSettings, inherited_said: bool = Fals
         return DEFAULT_HOSTS
     hosts, local = [], None
     for name, (name_node, settings) in names.items():
-        if not name:
-            c.error(name_node, f"build host name {name!r} must be text")
+        if not name:  # (non-text names are refused by mapping())
+            c.error(name_node, "a build host name must not be empty")
             continue
         what = f"build host {name!r}"
         spec = {} if c.value(settings) is None else c.mapping(
@@ -217,15 +217,16 @@ def _build_hosts(c: Checker, node, ssh: SshSettings, inherited_said: bool = Fals
             continue
         paths = {key: file_path(c, spec[key][1], f"{what}: {key}")
                  for key in ("key_file", "known_hosts") if key in spec}
-        if None in paths.values():
-            continue
-        files = replace(ssh, **paths)
+        said = {key for key, path in paths.items() if path is None}
+        said |= {key for key in ssh_refused if key not in spec}
+        files = replace(ssh, **{key: path for key, path in paths.items() if path})
         for key, path in files.unreadable():
-            if key not in spec and inherited_said:  # ssh: is wrong, and said so: not its default
+            if key in said:
                 continue
             c.error(spec[key][1] if key in spec else name_node,
                     f"{what}: {key.removesuffix('_file')} file {path} cannot be read" + (
                         " (host keys are verified: create it with ssh-keyscan, checking the "
                         "keys)" if key == "known_hosts" else ""))
-        hosts.append(BuildHost(name, labels, target, files.key_file, files.known_hosts))
+        if not said:
+            hosts.append(BuildHost(name, labels, target, files.key_file, files.known_hosts))
     return tuple(hosts)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import zmq
 
+from ..yamlfile import ConfigError
 from . import hook, statedir
 from .auth import AuthError, Credential, Munge
-from .config import REQUESTER, ConfigError, ServerConfig
+from .config import REQUESTER, ServerConfig
 from .executor import Executor, kill_orphan
 from .job import JobState, RunAs, Status
 from .remote import RemoteExecutor

@@ -121,14 +121,21 @@ def test_ssh_paths_expand_home_as_cq_emerge_does(tmp_path, monkeypatch):
                                        "check_seconds, connect_timeout, key, key_file, "
                                        "known_hosts, retry_seconds)"]),
     # A build host's own files follow the same rule, and a bad one is not also reported as
-    # the default file that cannot be read.
+    # the default file that cannot be read (its other file still is checked).
     ("build_hosts:\n  far:\n    url: ssh://root@h\n    known_hosts: kh\n",
-     [":4: build host 'far': known_hosts must be an absolute path (or ~/...), not text 'kh'"]),
+     [":4: build host 'far': known_hosts must be an absolute path (or ~/...), not text 'kh'",
+      ":2: build host 'far': key file HOME/.ssh/id_ed25519 cannot be read"]),
     ("build_hosts:\n  far: {url: 'ssh://root@h', key_file: [a], known_hosts: /}\n",
      [":2: build host 'far': key_file must be an absolute path (or ~/...), not a list"]),
-    # Nor is a bad ssh: file, which a build host would inherit, reported again as its default.
+    # Nor is a bad ssh: file, which a build host would inherit, reported again as its default;
+    # but the files a bad ssh: value does not concern still are (known_hosts, key_file).
     ("ssh: {key_file: id}\nbuild_hosts:\n  far: {url: 'ssh://root@h'}\n",
-     [":1: ssh.key_file must be an absolute path (or ~/...), not text 'id'"]),
+     [":1: ssh.key_file must be an absolute path (or ~/...), not text 'id'",
+      ":3: build host 'far': known_hosts file HOME/.ssh/known_hosts cannot be read (host keys "
+      "are verified: create it with ssh-keyscan, checking the keys)"]),
+    ("ssh: {check_seconds: 0}\nbuild_hosts:\n  far: {url: 'ssh://root@h', known_hosts: /}\n",
+     [":1: ssh.check_seconds must be positive",
+      ":3: build host 'far': key file HOME/.ssh/id_ed25519 cannot be read"]),
 ])
 def test_ssh_problems_are_a_line_each(tmp_path, monkeypatch, text, problems):
     monkeypatch.setenv("HOME", str(tmp_path))  # the default key file cannot be read
@@ -136,4 +143,5 @@ def test_ssh_problems_are_a_line_each(tmp_path, monkeypatch, text, problems):
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert caught.value.problems == [f"{path}{problem}" for problem in problems]
+    assert caught.value.problems == [f"{path}{problem}".replace("HOME", str(tmp_path))
+                                     for problem in problems]

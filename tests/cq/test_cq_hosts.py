@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cq_portage.cq.client import Refused
-from cq_portage.cq.config import ConfigError, load_config
+from cq_portage.cq.config import load_config
+from cq_portage.yamlfile import ConfigError
 from cq_portage.cq.job import JobState, Status
 from cq_portage.sandbox.server import wait_running
 from cq_portage.sandbox.sshd import Sshd
