@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .yamlfile import Checker, kind
+from .yamlfile import Checker, kind, seconds
 
 # One key's check: (checker, value node, its name in messages) -> the value, or None after
 # a problem.
@@ -112,21 +112,3 @@ def file_path(c: Checker, node: yaml.Node, what: str) -> Path | None:
         c.error(node, f"{what} must be an absolute path (or ~/...), not {kind(node)}")
         return None
     return path
-
-
-def seconds(high: float) -> Check:
-    """The check of a number of seconds: more than 0 and at most `high` (.nan and .inf are
-    neither). Past it a value is a typo, or one that overflows a timer of a running process
-    instead of being refused when the config loads."""
-    def check(c: Checker, node: yaml.Node, what: str) -> float | None:
-        value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            c.error(node, f"{what} must be a number of seconds, not {kind(node)}")
-        elif value <= 0:
-            c.error(node, f"{what} must be positive")
-        elif not value <= high:  # .nan compares false: refused too
-            c.error(node, f"{what} must be between 0 and {high}, not {value}")
-        else:
-            return float(value)
-        return None
-    return check

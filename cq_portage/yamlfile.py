@@ -8,7 +8,7 @@ all, one "FILE:LINE: what is wrong" line each, and a site fixes its config in on
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,24 @@ class Checker:
         log.warning("%s:%d: %s: '%s' is deprecated, name it '%s'", self.path,
                     key_node.start_mark.line + 1, what, old, new)
         entries[new] = entries.pop(old)
+
+
+def seconds(high: float) -> Callable[[Checker, yaml.Node, str], float | None]:
+    """The check of a number of seconds: more than 0 and at most `high` (.nan and .inf are
+    neither). Past it a value is a typo, or one that overflows a timer of a running process
+    instead of being refused when the config loads."""
+    def check(c: Checker, node: yaml.Node, what: str) -> float | None:
+        value = c.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            c.error(node, f"{what} must be a number of seconds, not {kind(node)}")
+        elif value <= 0:
+            c.error(node, f"{what} must be positive")
+        elif not value <= high:  # .nan compares false: refused too
+            c.error(node, f"{what} must be between 0 and {high}, not {value}")
+        else:
+            return float(value)
+        return None
+    return check
 
 
 def kind(node: yaml.Node | None) -> str:

@@ -23,7 +23,10 @@ SERVER = ["listen: {port: V}", "listen: {host: V}", "state_dir: V", "munge_socke
           "ssh: {key_file: V}\nbuild_hosts: {b: {url: 'ssh://u@h'}}", "ssh: {connect_timeout: V}",
           "build_hosts: {b: {url: V}}", "build_hosts: {b: {labels: [V]}}",
           "keep_finished_days: V"]
-EMERGE = ["server: {host: b, port: V}\ngroups: {web: {}}", "server: {host: V}\ngroups: {web: {}}",
+EMERGE = ["server: {host: b, port: V}\ngroups: {web: {}}",
+          "server: {host: b, timeout: V}\ngroups: {web: {}}",
+          "keep_logs_days: V\nserver: {host: b}\ngroups: {web: {}}",
+          "server: {host: V}\ngroups: {web: {}}",
           "server: {host: b}\ngroups: {web: {use: V}}",
           "server: {host: b}\ngroups: {web: {env: {A: V}}}",
           "server: {host: b}\ngroups: {web: {packages: [V]}}",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from ..sshconfig import SshSettings, SshTarget, file_path, read_section, seconds
-from ..yamlfile import Checker, Entries, compose, read
+from ..sshconfig import SshSettings, SshTarget, file_path, read_section
+from ..yamlfile import Checker, Entries, compose, read, seconds
 from .auth import Authorizer
 from .environment import DEFAULT_DENY, EnvPolicy
 from .hosts import DEFAULT_HOSTS, LOCAL, BuildHost

@@ -16,7 +16,7 @@ from cq_portage.emerge.binhost import UNREACHABLE_CHOICES, BinhostSettings
 from cq_portage.emerge.profiles import (DEFAULT_KEEP_LOGS_DAYS, MAX_KEEP_LOGS_DAYS, Config,
                                         GroupProfile, HostSettings, PackageUse, Server)
 from cq_portage.sshconfig import SshSettings, SshTarget, read_section
-from cq_portage.yamlfile import Checker, ConfigError, compose, kind, read
+from cq_portage.yamlfile import Checker, ConfigError, compose, kind, read, seconds
 
 DEFAULT_CONFIG = Path("/etc/cq-portage/cq-portage.yaml")
 CONFIG_ENV = "CQ_PORTAGE_CONFIG"
@@ -220,13 +220,11 @@ class Validator(Checker):
                            "'server.munge_socket' must be an absolute path")
                 return None
         timeout = 30.0
-        if "timeout" in entries:
-            timeout = self.value(entries["timeout"][1])
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-                self.error(entries["timeout"][1], "'server.timeout' must be a number of seconds")
+        if "timeout" in entries:  # .nan or .inf would wait for an unreachable server forever
+            timeout = seconds(86400)(self, entries["timeout"][1], "server.timeout")
+            if timeout is None:
                 return None
-        return Server(host=host.strip(), port=port, munge_socket=munge_socket,
-                      timeout=float(timeout))
+        return Server(host=host.strip(), port=port, munge_socket=munge_socket, timeout=timeout)
 
     def words(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]] | None:
         """A string of space-separated words or a list of strings, each with its node."""
