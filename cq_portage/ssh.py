@@ -1,5 +1,6 @@
-"""Run a job's command on another host over SSH (paramiko), the way executor.py runs it here:
-its environment, its output streamed into the log, its exit status in the shell's convention.
+"""Run a command on another host over SSH (paramiko): cq-server's jobs on SSH build hosts (as
+cq/executor.py runs them here: their environment, output streamed into the log, exit status
+in the shell's convention) and cq-emerge's fleet mode.
 
 Host keys are checked against one known_hosts file (the system's is not read unless it is that
 file); an unknown or changed key is refused with an SshHostKeyError, never accepted.

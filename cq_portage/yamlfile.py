@@ -148,8 +148,7 @@ class Checker:
                 entries[key] = (key_node, value_node)
         return entries
 
-    def get(self, entries: Entries, key: str, types: type | tuple[type, ...],
-            what: str | None = None) -> Any:
+    def get(self, entries: Entries, key: str, types: type | tuple[type, ...]) -> Any:
         """The value of `key` if it is one of `types`; None if absent or not (a problem)."""
         if key not in entries:
             return None
@@ -157,7 +156,7 @@ class Checker:
         value, types = self.value(node), types if isinstance(types, tuple) else (types,)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types)
-            self.error(node, f"{what or key} must be {names}, not {type(value).__name__}")
+            self.error(node, f"{key} must be {names}, not {type(value).__name__}")
             return None
         return value
 

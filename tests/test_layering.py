@@ -88,6 +88,14 @@ def test_build_roots_import_neither_side():
     assert not wrong, wrong
 
 
+def test_shared_modules_import_neither_half():
+    """yamlfile, sshconfig and ssh sit below both halves (demo.py, beside them, runs the
+    sandbox: it is no shared module)."""
+    wrong = "\n".join(_imports_into(shared, ("cq", "emerge", "buildroot", "sandbox"))
+                      for shared in ("yamlfile", "sshconfig", "ssh")).strip()
+    assert not wrong, wrong
+
+
 def _circle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import circle of `graph` (the modules along it), or None."""
     try:
