@@ -45,10 +45,9 @@ def floor(n: int) -> float:
 
 
 def commit_rate(folder: Path, n: int = 1000) -> float:
-    """Durable commits per second in `folder`, as the job store makes them (WAL,
-    synchronous=FULL, one row changed): what a job's end and the next start cost on its
-    disk. An appending fsync probe would measure the file system's metadata journal too,
-    which a WAL, rewritten in place, mostly does not pay."""
+    """Durable commits per second in `folder`: the commit SQLite makes for the store (WAL,
+    synchronous=FULL, one row changed), what a job's end and the next start cost at least on
+    its disk."""
     db = sqlite3.connect(folder / "commit-probe.db", isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -166,7 +165,7 @@ def main() -> int:
             Munged(Path(tmp) / "munge", threads=4) as munged:
         direct = floor(args.jobs)
         commits = commit_rate(Path(tmp))
-        store_commits = store_commit_rate(Path(tmp) / "store")
+        store_commits = store_commit_rate(Path(tmp) / "store", args.jobs)  # run_rate's depth
         munged_rate = munge_rate(munged.socket, args.clients)
         with CqServer(Path(tmp) / "run", munged.socket) as server:
             ran = run_rate(server, args.jobs, args.clients)
