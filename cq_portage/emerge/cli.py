@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 
 from cq_portage.emerge.common import EXIT_USAGE, Output
-from cq_portage.emerge.pretend import run_pretend
 from cq_portage.emerge.profile_yaml import CONFIG_ENV, DEFAULT_CONFIG, config_path, load_config
 from cq_portage.emerge.profiles import Config, GroupProfile
 from cq_portage.yamlfile import ConfigError
@@ -119,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_paramiko(args.verbose)
         return run_fleet(config, groups, output, pretend=args.pretend, ask=args.ask)
     if args.pretend:
+        from cq_portage.emerge.pretend import run_pretend  # each mode loads Portage itself
+
         return run_pretend(groups, output, unreachable=config.binhost.unreachable)
     from cq_portage.emerge.local import run_local
 
