@@ -69,8 +69,7 @@ def report(runs: list[HostRun], builds: Summary | None,
         _report_json(runs, builds, hosts_of or {}, stdout)
     elif not output.quiet:
         if builds is not None:
-            stdout.write(f">>> builds: {builds.counts()} ({builds.submitted} build job(s) "
-                         f"submitted, {builds.reused} reused)\n")
+            stdout.write(f">>> builds: {builds.line()}\n")
         for run in runs:
             stdout.write(f">>> host {run.label} (group {run.group}): {_host_line(run)}\n")
         done = sum(run.ok for run in runs)

@@ -95,8 +95,7 @@ def report(summary: Summary, output: Output, stdout: TextIO, stderr: TextIO) -> 
         return
     if not output.quiet:
         stdout.write(f">>> {'group ' + summary.group if summary.group else 'builds'}: "
-                     f"{summary.counts()} ({summary.submitted} build job(s) submitted, "
-                     f"{summary.reused} reused)\n")
+                     f"{summary.line()}\n")
     for item in summary.items:
         if item.went_wrong:
             stderr.write(f"!!! {item.cpv}: {item.state} {item.detail}\n")

@@ -160,6 +160,10 @@ class Summary:
         counts = Counter(item.state for item in self.items)
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
 
+    def line(self) -> str:
+        """'2 built (2 build job(s) submitted, 1 reused)': what a report says of it."""
+        return f"{self.counts()} ({self.submitted} build job(s) submitted, {self.reused} reused)"
+
 
 @dataclass
 class Update:
