@@ -97,6 +97,8 @@ def _porttree_for(tree, settings: portage.config):
     portdb._doebuild_settings_lock = asyncio.Lock()
     # Fresh match caches; the copy keeps the base's _aux_cache and _better_cache (repo per
     # package), and a frozen base's listings are shared: the repositories alone decide them.
+    # (Their cpvs name the dbapi that listed them first; the depgraph links each to the
+    # group's own before it makes a Package of it: _emerge.depgraph._pkg.)
     portdb.xcache = {level: {} for level in base.xcache}
     if base.frozen:
         portdb.xcache["cp-list"] = base.xcache["cp-list"]
